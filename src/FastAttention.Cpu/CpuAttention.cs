@@ -1,0 +1,118 @@
+// Public entry points of the CPU engine: flash-style attention forward and the fused row softmax.
+using System.Numerics.Tensors;
+using FastAttention.Cpu.Engine;
+
+namespace FastAttention.Cpu;
+
+/// <summary>
+/// Scaled dot-product attention on the CPU: tiled, online softmax (no Sq x Sk score matrix unless
+/// probabilities are requested), SIMD (AVX-512 where the processor has it, else AVX2/FMA), fp32
+/// accumulation, multithreaded over (batch, head, query tile).
+/// </summary>
+/// <remarks>
+/// Semantics follow FlashAttention-2: scale defaults to <c>1/sqrt(D)</c>; causal masking with
+/// Sq != Sk is bottom-right aligned; GQA/MQA query head <c>h</c> reads KV head <c>h / (H / Hkv)</c>;
+/// a query row that sees no key outputs zeros and a log-sum-exp of negative infinity, never NaN.
+/// See <see cref="AttentionMask"/> for the exact visibility rule.
+/// </remarks>
+public static class CpuAttention
+{
+    /// <summary>Largest head dimension the CPU engine accepts.</summary>
+    public const int MaxHeadDim = 512;
+
+    /// <summary>
+    /// Attention forward: <c>output = softmax(scale · Q·Kᵀ + mask) · V</c>, per batch entry and head.
+    /// </summary>
+    /// <typeparam name="T">float, <see cref="Half"/> or <see cref="BFloat16"/>; accumulation is fp32.</typeparam>
+    /// <param name="query">Q, <c>[B, Sq, H, D]</c>, any strides (a <c>[B, H, S, D]</c> view works as is).</param>
+    /// <param name="key">K, <c>[B, Sk, Hkv, D]</c>, any strides.</param>
+    /// <param name="value">V, <c>[B, Sk, Hkv, D]</c>, any strides.</param>
+    /// <param name="output">O, <c>[B, Sq, H, D]</c>; must not overlap the inputs.</param>
+    /// <param name="options">Scale, mask and parallelism; null = <see cref="AttentionOptions.Default"/>.</param>
+    /// <param name="logSumExp">Optional fp32 <c>[B, H, Sq]</c>: natural-log sum of exp of the scaled, masked scores per row (-inf for rows that see no key). Pass <c>default</c> to skip.</param>
+    /// <param name="probabilities">Optional fp32 <c>[B, H, Sq, Sk]</c>: the attention weights (0 where masked). Pass <c>default</c> to skip; requesting them costs a second pass over Q·Kᵀ.</param>
+    /// <exception cref="ArgumentException">
+    /// <typeparamref name="T"/> is not supported; a tensor has the wrong rank, a zero-size dimension or
+    /// sizes that do not agree; H is not a multiple of Hkv; D exceeds <see cref="MaxHeadDim"/>; a destination
+    /// has the wrong lengths or overlapping strides; the mask does not fit the shape. Nothing is written.
+    /// </exception>
+    public static void Forward<T>(
+        ReadOnlyTensorSpan<T> query,
+        ReadOnlyTensorSpan<T> key,
+        ReadOnlyTensorSpan<T> value,
+        TensorSpan<T> output,
+        AttentionOptions? options = null,
+        TensorSpan<float> logSumExp = default,
+        TensorSpan<float> probabilities = default)
+    {
+        options ??= AttentionOptions.Default;
+        ElementTypes.Require<T>(nameof(query));
+        var shape = AttentionShape.FromTensors(query, key, value);
+        if (shape.HeadDim > MaxHeadDim)
+        {
+            throw new ArgumentException(
+                $"query head dim {shape.HeadDim} exceeds the CPU engine's maximum of {MaxHeadDim}.", nameof(query));
+        }
+        AttentionShape.RequireDestination(output, [shape.Batch, shape.QueryLength, shape.Heads, shape.HeadDim], nameof(output), "[B, Sq, H, D]");
+        bool wantLse = !IsOmitted(logSumExp);
+        bool wantProbs = !IsOmitted(probabilities);
+        if (wantLse)
+        {
+            AttentionShape.RequireDestination(logSumExp, [shape.Batch, shape.Heads, shape.QueryLength], nameof(logSumExp), "[B, H, Sq]");
+        }
+        if (wantProbs)
+        {
+            AttentionShape.RequireDestination(probabilities, [shape.Batch, shape.Heads, shape.QueryLength, shape.KeyLength], nameof(probabilities), "[B, H, Sq, Sk]");
+        }
+        shape.RequireMaskFits(options.Mask, nameof(options));
+
+        var args = new FlashArgs(shape, options.ResolveScale(shape.HeadDim), options.Mask, options.ResolveParallelism());
+        FlashEngine.Run(args, query, key, value, output, logSumExp, wantLse, probabilities, wantProbs);
+    }
+
+    /// <summary>
+    /// Fused softmax over the last axis of materialised scores:
+    /// <c>output = softmax(scale · scores, masked)</c>, max-subtracted, fp32 inside.
+    /// Masked positions get 0; a row with no visible key is all zeros.
+    /// </summary>
+    /// <typeparam name="T">float, <see cref="Half"/> or <see cref="BFloat16"/>.</typeparam>
+    /// <param name="scores">Raw scores, <c>[B, H, Sq, Sk]</c>, any strides.</param>
+    /// <param name="output">Probabilities, <c>[B, H, Sq, Sk]</c>; may be the same memory as <paramref name="scores"/> (same strides).</param>
+    /// <param name="scale">Multiplier applied to each score before the softmax.</param>
+    /// <param name="mask">Visibility rules as in attention (H is the size of axis 1); null = none.</param>
+    /// <param name="maxDegreeOfParallelism">Worker threads; -1 = all processors.</param>
+    /// <exception cref="ArgumentException">Unsupported <typeparamref name="T"/>, wrong rank or lengths, zero-size dimension, a mask that does not fit, a non-finite scale, or an invalid parallelism. Nothing is written.</exception>
+    public static void Softmax<T>(
+        ReadOnlyTensorSpan<T> scores,
+        TensorSpan<T> output,
+        float scale = 1f,
+        AttentionMask? mask = null,
+        int maxDegreeOfParallelism = -1)
+    {
+        mask ??= AttentionMask.None;
+        ElementTypes.Require<T>(nameof(scores));
+        if (scores.Rank != 4)
+        {
+            throw new ArgumentException($"scores must be rank 4 [B, H, Sq, Sk], got rank {scores.Rank}.", nameof(scores));
+        }
+        for (int i = 0; i < 4; i++)
+        {
+            if (scores.Lengths[i] <= 0 || scores.Lengths[i] > int.MaxValue)
+            {
+                throw new ArgumentException($"scores dimension {i} has size {scores.Lengths[i]}; every dimension must be in [1, {int.MaxValue}].", nameof(scores));
+            }
+        }
+        if (!float.IsFinite(scale))
+        {
+            throw new ArgumentOutOfRangeException(nameof(scale), scale, $"scale must be finite, got {scale}.");
+        }
+        var options = new AttentionOptions { MaxDegreeOfParallelism = maxDegreeOfParallelism };
+        var l = scores.Lengths;
+        var shape = new AttentionShape((int)l[0], (int)l[2], (int)l[3], (int)l[1], (int)l[1], 1);
+        AttentionShape.RequireDestination(output, l, nameof(output), "[B, H, Sq, Sk]");
+        shape.RequireMaskFits(mask, nameof(mask));
+        FusedSoftmax.Run(shape, scale, mask, options.ResolveParallelism(), scores, output);
+    }
+
+    private static bool IsOmitted<TElem>(TensorSpan<TElem> t) => t.Rank == 0;
+}

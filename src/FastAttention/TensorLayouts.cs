@@ -1,0 +1,38 @@
+// Views that let [B, H, S, D] memory be passed where [B, S, H, D] is expected, without a copy.
+using System.Numerics.Tensors;
+
+namespace FastAttention;
+
+/// <summary>Helpers to build the BSHD tensor views the attention entry points take.</summary>
+public static class TensorLayouts
+{
+    /// <summary>A contiguous <c>[B, S, H, D]</c> view of <paramref name="data"/>.</summary>
+    /// <exception cref="ArgumentException"><paramref name="data"/> is shorter than B·S·H·D.</exception>
+    public static TensorSpan<T> Bshd<T>(Span<T> data, int batch, int seq, int heads, int headDim) =>
+        new(Fit(data, batch, seq, heads, headDim), [batch, seq, heads, headDim],
+            [(nint)seq * heads * headDim, (nint)heads * headDim, headDim, 1]);
+
+    /// <summary>
+    /// A <c>[B, S, H, D]</c> view of memory laid out <c>[B, H, S, D]</c> (as PyTorch's default
+    /// attention layout), without copying.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="data"/> is shorter than B·H·S·D.</exception>
+    public static TensorSpan<T> BhsdAsBshd<T>(Span<T> data, int batch, int seq, int heads, int headDim) =>
+        new(Fit(data, batch, seq, heads, headDim), [batch, seq, heads, headDim],
+            [(nint)heads * seq * headDim, headDim, (nint)seq * headDim, 1]);
+
+    /// <summary>A contiguous <c>[B, H, Sq]</c> view for log-sum-exp output.</summary>
+    /// <exception cref="ArgumentException"><paramref name="data"/> is shorter than B·H·Sq.</exception>
+    public static TensorSpan<float> Bhs(Span<float> data, int batch, int heads, int seq) =>
+        new(Fit(data, batch, heads, seq, 1), [batch, heads, seq], [(nint)heads * seq, seq, 1]);
+
+    private static Span<T> Fit<T>(Span<T> data, int a, int b, int c, int d)
+    {
+        long needed = (long)a * b * c * d;
+        if (data.Length < needed)
+        {
+            throw new ArgumentException($"data has {data.Length} elements; the view needs {a} x {b} x {c} x {d} = {needed}.", nameof(data));
+        }
+        return data[..(int)needed];
+    }
+}
