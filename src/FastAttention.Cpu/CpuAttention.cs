@@ -44,6 +44,7 @@ public static class CpuAttention
         AttentionOptions? options = null,
         TensorSpan<float> logSumExp = default,
         TensorSpan<float> probabilities = default)
+        where T : unmanaged
     {
         options ??= AttentionOptions.Default;
         ElementTypes.Require<T>(nameof(query));
@@ -88,6 +89,7 @@ public static class CpuAttention
         float scale = 1f,
         AttentionMask? mask = null,
         int maxDegreeOfParallelism = -1)
+        where T : unmanaged
     {
         mask ??= AttentionMask.None;
         ElementTypes.Require<T>(nameof(scores));

@@ -1,0 +1,101 @@
+// Pinned strided tensor views and float <-> element-type row conversion (float, Half, BFloat16).
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace FastAttention.Cpu.Engine;
+
+/// <summary>A pinned 4-D (or lower, trailing strides 0) view: base pointer and element strides.</summary>
+internal readonly unsafe struct View<T>(T* basePtr, nint s0, nint s1, nint s2, nint s3) where T : unmanaged
+{
+    public readonly T* Base = basePtr;
+    public readonly nint S0 = s0, S1 = s1, S2 = s2, S3 = s3;
+
+    public T* At(nint i0, nint i1, nint i2) => Base + i0 * S0 + i1 * S1 + i2 * S2;
+
+    public static View<T> Of(T* basePtr, ReadOnlySpan<nint> strides) => strides.Length switch
+    {
+        4 => new(basePtr, strides[0], strides[1], strides[2], strides[3]),
+        3 => new(basePtr, strides[0], strides[1], strides[2], 0),
+        _ => throw new ArgumentException($"Expected a rank 3 or 4 tensor, got rank {strides.Length}."),
+    };
+}
+
+/// <summary>Row conversion between tensor elements and fp32 scratch.</summary>
+internal static unsafe class Elements
+{
+    /// <summary>dst[0..n) = (float)src[i * stride].</summary>
+    public static void Read<T>(T* src, nint stride, int n, float* dst) where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            float* s = (float*)src;
+            if (stride == 1) { Buffer.MemoryCopy(s, dst, n * sizeof(float), n * sizeof(float)); return; }
+            for (int i = 0; i < n; i++) dst[i] = s[i * stride];
+        }
+        else if (typeof(T) == typeof(Half))
+        {
+            Half* s = (Half*)src;
+            if (stride == 1) { TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(s, n), new Span<float>(dst, n)); return; }
+            for (int i = 0; i < n; i++) dst[i] = (float)s[i * stride];
+        }
+        else if (typeof(T) == typeof(BFloat16))
+        {
+            ushort* s = (ushort*)src;
+            int i = 0;
+            if (stride == 1 && Vector256.IsHardwareAccelerated)
+            {
+                for (; i + 16 <= n; i += 16)
+                {
+                    var (lo, hi) = Vector256.Widen(Vector256.Load(s + i));
+                    Vector256.ShiftLeft(lo, 16).AsSingle().Store(dst + i);
+                    Vector256.ShiftLeft(hi, 16).AsSingle().Store(dst + i + 8);
+                }
+            }
+            for (; i < n; i++) dst[i] = BitConverter.Int32BitsToSingle(s[i * stride] << 16);
+        }
+        else
+        {
+            throw new NotSupportedException($"Element type {typeof(T).Name} is not supported.");
+        }
+    }
+
+    /// <summary>dst[i * stride] = (T)(src[i] * factor) for i in [0, n), rounding to nearest even.</summary>
+    public static void Write<T>(float* src, float factor, int n, T* dst, nint stride) where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            float* d = (float*)dst;
+            for (int i = 0; i < n; i++) d[i * stride] = src[i] * factor;
+        }
+        else if (typeof(T) == typeof(Half))
+        {
+            Half* d = (Half*)dst;
+            for (int i = 0; i < n; i++) d[i * stride] = (Half)(src[i] * factor);
+        }
+        else if (typeof(T) == typeof(BFloat16))
+        {
+            ushort* d = (ushort*)dst;
+            for (int i = 0; i < n; i++) d[i * stride] = BFloat16.RoundToBits(src[i] * factor);
+        }
+        else
+        {
+            throw new NotSupportedException($"Element type {typeof(T).Name} is not supported.");
+        }
+    }
+
+    /// <summary>dst[i * stride] = 0 for i in [0, n).</summary>
+    public static void Zero<T>(T* dst, nint stride, int n) where T : unmanaged
+    {
+        if (stride == 1) { new Span<T>(dst, n).Clear(); return; }
+        for (int i = 0; i < n; i++) dst[i * stride] = default;
+    }
+
+    /// <summary>Pins nothing: returns the address of a tensor's first element (caller keeps it pinned).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ref T First<T>(ReadOnlyTensorSpan<T> t) => ref Unsafe.AsRef(in t.GetPinnableReference());
+
+    /// <inheritdoc cref="First{T}(ReadOnlyTensorSpan{T})"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ref T First<T>(TensorSpan<T> t) => ref t.GetPinnableReference();
+}
