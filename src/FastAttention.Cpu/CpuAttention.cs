@@ -108,6 +108,11 @@ public static class CpuAttention
         {
             throw new ArgumentOutOfRangeException(nameof(scale), scale, $"scale must be finite, got {scale}.");
         }
+        if (maxDegreeOfParallelism == 0 || maxDegreeOfParallelism < -1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(maxDegreeOfParallelism), maxDegreeOfParallelism,
+                $"{nameof(maxDegreeOfParallelism)} must be -1 (all processors) or >= 1, got {maxDegreeOfParallelism}.");
+        }
         var options = new AttentionOptions { MaxDegreeOfParallelism = maxDegreeOfParallelism };
         var l = scores.Lengths;
         var shape = new AttentionShape((int)l[0], (int)l[2], (int)l[3], (int)l[1], (int)l[1], 1);

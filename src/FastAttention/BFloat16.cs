@@ -35,8 +35,10 @@ public readonly struct BFloat16 : IEquatable<BFloat16>, IComparable<BFloat16>, I
     public static BFloat16 MaxValue => new(0x7F7F);
     /// <summary>Smallest finite value.</summary>
     public static BFloat16 MinValue => new(0xFF7F);
+    /// <summary>Smallest positive value (a subnormal, 2^-133), as <see cref="float.Epsilon"/> and <see cref="Half.Epsilon"/>.</summary>
+    public static BFloat16 Epsilon => new(0x0001);
     /// <summary>Difference between 1 and the next representable value (2^-7).</summary>
-    public static BFloat16 Epsilon => new(0x3C00);
+    public static BFloat16 MachineEpsilon => new(0x3C00);
 
     /// <summary>True when the value is NaN.</summary>
     public static bool IsNaN(BFloat16 value) => (value._bits & 0x7FFF) > 0x7F80;
@@ -72,8 +74,8 @@ public readonly struct BFloat16 : IEquatable<BFloat16>, IComparable<BFloat16>, I
         return (ushort)((bits + 0x7FFF + lsb) >> 16);
     }
 
-    /// <inheritdoc/>
-    public bool Equals(BFloat16 other) => (float)this == (float)other;
+    /// <summary>Equality as <see cref="float.Equals(float)"/>: NaN equals NaN, +0 equals -0 (consistent with <see cref="CompareTo(BFloat16)"/> and hashing).</summary>
+    public bool Equals(BFloat16 other) => ((float)this).Equals((float)other);
     /// <inheritdoc/>
     public override bool Equals(object? obj) => obj is BFloat16 other && Equals(other);
     /// <inheritdoc/>
@@ -90,9 +92,9 @@ public readonly struct BFloat16 : IEquatable<BFloat16>, IComparable<BFloat16>, I
     };
 
     /// <summary>Equality as floating-point values (NaN != NaN, +0 == -0).</summary>
-    public static bool operator ==(BFloat16 left, BFloat16 right) => left.Equals(right);
-    /// <summary>Inequality as floating-point values.</summary>
-    public static bool operator !=(BFloat16 left, BFloat16 right) => !left.Equals(right);
+    public static bool operator ==(BFloat16 left, BFloat16 right) => (float)left == (float)right;
+    /// <summary>Inequality as floating-point values (NaN != NaN).</summary>
+    public static bool operator !=(BFloat16 left, BFloat16 right) => (float)left != (float)right;
     /// <summary>Less than, as floating-point values.</summary>
     public static bool operator <(BFloat16 left, BFloat16 right) => (float)left < (float)right;
     /// <summary>Greater than, as floating-point values.</summary>

@@ -106,7 +106,7 @@ public sealed class BlockSparseMask
 
     /// <summary>A custom layout from a <c>[heads, queryBlocks, keyBlocks]</c> array.</summary>
     /// <exception cref="ArgumentNullException"><paramref name="keep"/> is null.</exception>
-    /// <exception cref="ArgumentOutOfRangeException">A dimension or block size is not positive.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A dimension (named heads, queryBlocks or keyBlocks) or block size is not positive.</exception>
     public static BlockSparseMask FromArray(bool[,,] keep, int blockSizeQ, int blockSizeK)
     {
         ArgumentNullException.ThrowIfNull(keep);
@@ -117,7 +117,7 @@ public sealed class BlockSparseMask
         {
             flat[n++] = flag;
         }
-        return new BlockSparseMask(flat, h, q, k, blockSizeQ, blockSizeK);
+        return new BlockSparseMask((ReadOnlySpan<bool>)flat, h, q, k, blockSizeQ, blockSizeK);
     }
 
     /// <summary>Every block kept (equivalent to dense attention).</summary>

@@ -25,6 +25,7 @@ internal readonly unsafe struct View<T>(T* basePtr, nint s0, nint s1, nint s2, n
 internal static unsafe class Elements
 {
     /// <summary>dst[0..n) = (float)src[i * stride].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Read<T>(T* src, nint stride, int n, float* dst) where T : unmanaged
     {
         if (typeof(T) == typeof(float))
@@ -61,6 +62,7 @@ internal static unsafe class Elements
     }
 
     /// <summary>dst[i * stride] = (T)(src[i] * factor) for i in [0, n), rounding to nearest even.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Write<T>(float* src, float factor, int n, T* dst, nint stride) where T : unmanaged
     {
         if (typeof(T) == typeof(float))

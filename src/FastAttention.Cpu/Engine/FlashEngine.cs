@@ -1,6 +1,7 @@
 // Flash-style attention forward on the CPU: query-column tiles x key tiles, online softmax, fp32.
 using System.Buffers;
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace FastAttention.Cpu.Engine;
@@ -86,7 +87,8 @@ internal static unsafe class FlashEngine
         var to = new View<float>(dst, perHead * s.KvHeads, d, perHead, 1);
         const int chunk = 256;
         int chunks = (sk + chunk - 1) / chunk;
-        Parallel.For(0, s.Batch * s.KvHeads * chunks, new ParallelOptions { MaxDegreeOfParallelism = parallelism }, item =>
+        Parallel.For(0, s.Batch * s.KvHeads * chunks, new ParallelOptions { MaxDegreeOfParallelism = parallelism },
+            [MethodImpl(MethodImplOptions.AggressiveOptimization)] (item) =>
         {
             int c = item % chunks, h = item / chunks % s.KvHeads, b = item / chunks / s.KvHeads;
             for (int j = c * chunk, end = Math.Min(sk, j + chunk); j < end; j++)
@@ -109,6 +111,16 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
 
     private const float Log2E = 1.44269504088896341f;
     private const float Ln2 = 0.693147180559945309f;
+
+    /// <summary>Multiplier folded into Q when packing: the sign of the scale (0 for a zero scale).</summary>
+    private float QuerySign => Args.Scale > 0 ? 1f : Args.Scale < 0 ? -1f : 0f;
+
+    /// <summary>
+    /// Positive factor from raw score differences to base-2 logits: |scale|·log2(e) (1 for a zero
+    /// scale, whose scores are all 0). Differences are taken before scaling, <c>(S - max)·factor</c>,
+    /// so logits near 1e4 keep their fp32 precision.
+    /// </summary>
+    private float Factor => Args.Scale == 0 ? 1f : MathF.Abs(Args.Scale) * Log2E;
 
     private static int M => 2 * TOps.Count;
 
@@ -145,6 +157,7 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void ProcessTile(Scratch sc, int b, int kvh, int tile)
     {
         var s = Args.Shape;
@@ -181,8 +194,8 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
             for (int t = 0; t < tileCount; t++)
             {
                 KeyTile kt = sc.Tiles[t];
-                float factor = Scores(sc, b, kvh, kt, colRow, active, lo, hi, blockBias, scaled: false);
-                OnlineSoftmax(sc.St, kt.End - kt.Start, factor, sc.Ot, d, mRun, lRun);
+                Scores(sc, b, kvh, kt, colRow, active, lo, hi, blockBias);
+                OnlineSoftmax(sc.St, kt.End - kt.Start, Factor, sc.Ot, d, mRun, lRun);
                 float* vTile = V.At(b, kt.Start, kvh);
                 MicroKernel<TOps, TV>.Gemm(d, vTile, V.S3, V.S1, sc.St, m, sc.Ot, m, kt.End - kt.Start, accumulate: true);
             }
@@ -199,7 +212,7 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
             {
                 for (int x = 0; x < d; x++) row[x] = sc.Ot[x * m + c];
                 Elements.Write(row, 1f / lRun[c], d, dst, O.S3);
-                lseOut[c] = (mRun[c] + MathF.Log2(lRun[c])) * Ln2;
+                lseOut[c] = (mRun[c] * Factor + MathF.Log2(lRun[c])) * Ln2;
             }
             else
             {
@@ -210,21 +223,23 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
         }
         if (Probs.Base != null)
         {
-            WriteProbabilities(sc, b, kvh, tileCount, colRow, cols, active, lo, hi, blockBias, lseOut);
+            WriteProbabilities(sc, b, kvh, tileCount, colRow, cols, active, lo, hi, blockBias, mRun, lRun);
         }
     }
 
-    /// <summary>Qᵀ[D, M]: column c holds query row colRow[c] of head colRow[M + c]; unused columns are 0.</summary>
+    /// <summary>Qᵀ[D, M]: column c holds query row colRow[c] of head colRow[M + c] times the scale's sign; unused columns are 0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void PackQueries(float* qt, int b, int[] colRow, int cols)
     {
         int m = M, d = Args.Shape.HeadDim;
+        float sign = QuerySign;
         float* row = Scratch.Current.Row;
         for (int c = 0; c < m; c++)
         {
             if (c < cols)
             {
                 Elements.Read(Q.At(b, colRow[c], colRow[m + c]), Q.S3, d, row);
-                for (int x = 0; x < d; x++) qt[x * m + c] = row[x];
+                for (int x = 0; x < d; x++) qt[x * m + c] = row[x] * sign;
             }
             else
             {
@@ -237,6 +252,7 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
     /// Lists the key tiles the active columns need: the union of their visible ranges, cut at kept
     /// block-sparse segments; marks tiles that need element-wise masking. Returns the tile count.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private int PlanKeyTiles(Scratch sc, RowRules rules, int[] colRow, int active)
     {
         int first = colRow[0], last = colRow[active - 1];
@@ -292,21 +308,18 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
     }
 
     /// <summary>
-    /// Sᵀ[N, M] = K[tile]·Qᵀ. Tiles that need masking (or any tile when <paramref name="scaled"/>) are
-    /// turned into base-2 logits <c>scale·log2(e)·S</c> with -inf where a column may not see a key, and
-    /// 1 is returned; other tiles stay raw and the factor to apply (scale·log2(e)) is returned.
+    /// Sᵀ[N, M] = K[tile]·(±Qᵀ) (raw, unscaled scores), with -inf where a column may not see a key.
     /// </summary>
-    private float Scores(Scratch sc, int b, int kvh, KeyTile kt, int[] colRow, int active, float* lo, float* hi, float* blockBias, bool scaled)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void Scores(Scratch sc, int b, int kvh, KeyTile kt, int[] colRow, int active, float* lo, float* hi, float* blockBias)
     {
         int m = M, w = TOps.Count, nt = kt.End - kt.Start;
         float* st = sc.St;
         MicroKernel<TOps, TV>.Gemm(nt, K.At(b, kt.Start, kvh), K.S1, K.S3, sc.Qt, m, st, m, Args.Shape.HeadDim, accumulate: false);
-        float factor = Args.Scale * Log2E;
-        if (!scaled && factor > 0 && !kt.RangeMask && !kt.BlockMask)
+        if (!kt.RangeMask && !kt.BlockMask)
         {
-            return factor;
+            return;
         }
-        TV scale = TOps.Broadcast(factor);
         TV lo0 = TOps.Load(lo), lo1 = TOps.Load(lo + w), hi0 = TOps.Load(hi), hi1 = TOps.Load(hi + w);
         TV bias0 = TOps.Zero, bias1 = TOps.Zero;
         var bm = Args.Mask.BlockMask;
@@ -314,7 +327,7 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
         for (int j = 0; j < nt; j++)
         {
             float* r = st + j * m;
-            TV s0 = TOps.Mul(TOps.Load(r), scale), s1 = TOps.Mul(TOps.Load(r + w), scale);
+            TV s0 = TOps.Load(r), s1 = TOps.Load(r + w);
             if (kt.RangeMask)
             {
                 TV key = TOps.Broadcast(kt.Start + j);
@@ -340,36 +353,34 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
             TOps.Store(r, s0);
             TOps.Store(r + w, s1);
         }
-        return 1f;
     }
 
     /// <summary>
-    /// Online softmax in base 2 over one Sᵀ tile (logits = <paramref name="factor"/>·Sᵀ, factor &gt; 0):
-    /// updates the running max / sum per column, turns Sᵀ into Pᵀ = 2^(logit - max) and rescales the
-    /// Oᵀ accumulator when a column's max moved.
+    /// Online softmax in base 2 over one raw Sᵀ tile (logit = <paramref name="factor"/>·S, factor &gt; 0).
+    /// The running max is kept in raw score units; P = 2^((S - max)·factor). Updates the running max /
+    /// sum per column, turns Sᵀ into Pᵀ and rescales the Oᵀ accumulator when a column's max moved.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void OnlineSoftmax(float* st, int nt, float factor, float* ot, int d, float* mRun, float* lRun)
     {
         int m = M, w = TOps.Count;
-        TV ninf = TOps.Broadcast(float.NegativeInfinity);
-        TV raw0 = ninf, raw1 = ninf;
+        TV old0 = TOps.Load(mRun), old1 = TOps.Load(mRun + w);
+        TV max0 = old0, max1 = old1;
         for (int j = 0; j < nt; j++)
         {
-            raw0 = TOps.Max(raw0, TOps.Load(st + j * m));
-            raw1 = TOps.Max(raw1, TOps.Load(st + j * m + w));
+            max0 = TOps.Max(max0, TOps.Load(st + j * m));
+            max1 = TOps.Max(max1, TOps.Load(st + j * m + w));
         }
         TV f = TOps.Broadcast(factor);
-        TV old0 = TOps.Load(mRun), old1 = TOps.Load(mRun + w);
-        TV max0 = TOps.Max(old0, TOps.Mul(raw0, f)), max1 = TOps.Max(old1, TOps.Mul(raw1, f));
-        // A column that has seen only masked keys keeps max = -inf; use 0 so 2^(-inf - 0) = 0, not NaN.
+        // A column that has seen only masked keys keeps max = -inf; use 0 so 2^(-inf) = 0, not NaN.
         TV use0 = TOps.NegInfToZero(max0), use1 = TOps.NegInfToZero(max1);
-        TV alpha0 = TOps.Exp2(TOps.Sub(old0, use0)), alpha1 = TOps.Exp2(TOps.Sub(old1, use1));
+        TV alpha0 = TOps.Exp2(TOps.Mul(TOps.Sub(old0, use0), f)), alpha1 = TOps.Exp2(TOps.Mul(TOps.Sub(old1, use1), f));
         TV sum0 = TOps.Zero, sum1 = TOps.Zero;
         for (int j = 0; j < nt; j++)
         {
             float* r = st + j * m;
-            TV p0 = TOps.Exp2(TOps.Fma(TOps.Load(r), f, TOps.Sub(TOps.Zero, use0)));
-            TV p1 = TOps.Exp2(TOps.Fma(TOps.Load(r + w), f, TOps.Sub(TOps.Zero, use1)));
+            TV p0 = TOps.Exp2(TOps.Mul(TOps.Sub(TOps.Load(r), use0), f));
+            TV p1 = TOps.Exp2(TOps.Mul(TOps.Sub(TOps.Load(r + w), use1), f));
             TOps.Store(r, p0);
             TOps.Store(r + w, p1);
             sum0 = TOps.Add(sum0, p0);
@@ -391,31 +402,32 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
         }
     }
 
-    /// <summary>Second pass when probabilities are requested: P = exp(scale·S - LSE), 0 where masked.</summary>
+    /// <summary>
+    /// Second pass when probabilities are requested: P = 2^((S - max)·factor) / sum with the final max
+    /// and sum of the first pass (not exp(logit - LSE): an fp32 LSE near 1e4 alone is off by ~5e-4), 0
+    /// where masked.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void WriteProbabilities(Scratch sc, int b, int kvh, int tileCount, int[] colRow, int cols, int active,
-        float* lo, float* hi, float* blockBias, float* lseOut)
+        float* lo, float* hi, float* blockBias, float* mRun, float* lRun)
     {
         int m = M, sk = Args.Shape.KeyLength;
         for (int c = 0; c < cols; c++)
         {
             Elements.Zero(Probs.At(b, colRow[m + c], colRow[c]), Probs.S3, sk);
         }
-        float* lseUse = sc.Vec + 6 * m;
-        for (int c = 0; c < m; c++)
-        {
-            lseUse[c] = c < active && float.IsFinite(lseOut[c]) ? lseOut[c] * Log2E : float.PositiveInfinity;
-        }
         for (int t = 0; t < tileCount; t++)
         {
             KeyTile kt = sc.Tiles[t];
-            Scores(sc, b, kvh, kt, colRow, active, lo, hi, blockBias, scaled: true);
+            Scores(sc, b, kvh, kt, colRow, active, lo, hi, blockBias);
             for (int c = 0; c < active; c++)
             {
+                if (!(lRun[c] > 0)) continue;
                 float* dst = Probs.At(b, colRow[m + c], colRow[c]);
-                float shift = lseUse[c];
+                float max = mRun[c], inv = 1f / lRun[c], factor = Factor;
                 for (int j = kt.Start; j < kt.End; j++)
                 {
-                    dst[j * Probs.S3] = MathF.Exp((sc.St[(j - kt.Start) * m + c] - shift) * Ln2);
+                    dst[j * Probs.S3] = MathF.Pow(2f, (sc.St[(j - kt.Start) * m + c] - max) * factor) * inv;
                 }
             }
         }

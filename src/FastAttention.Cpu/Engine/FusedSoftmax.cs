@@ -1,5 +1,6 @@
 // Standalone fused softmax over materialised scores: scale + mask + max-subtracted softmax per row.
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 
 namespace FastAttention.Cpu.Engine;
 
@@ -24,6 +25,7 @@ internal static unsafe class FusedSoftmax
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Row<T>(AttentionShape s, float scale, AttentionMask mask, RowRules rules, int b, int h, int i,
         View<T> x, View<T> y, float* buffer) where T : unmanaged
     {
@@ -37,7 +39,10 @@ internal static unsafe class FusedSoftmax
         }
         Elements.Read(x.At(b, h, i), x.S3, sk, buffer);
         var visible = row[lo..(hi + 1)];
-        TensorPrimitives.Multiply(visible, scale, visible);
+        // softmax(scale·x) = softmax(|scale|·(±x)); take differences from the max before scaling so
+        // logits near 1e4 keep their fp32 precision. A zero scale makes every visible logit 0.
+        if (scale < 0) TensorPrimitives.Negate(visible, visible);
+        else if (scale == 0) visible.Clear();
         if (mask.BlockMask is { } bm)
         {
             var keep = bm.Row(h, i / bm.BlockSizeQ);
@@ -53,6 +58,7 @@ internal static unsafe class FusedSoftmax
             return;
         }
         TensorPrimitives.Subtract(visible, max, visible);
+        TensorPrimitives.Multiply(visible, scale == 0 ? 1f : MathF.Abs(scale), visible);
         TensorPrimitives.Exp(visible, visible);
         float sum = TensorPrimitives.Sum(visible);
         row[..lo].Clear();
