@@ -46,6 +46,8 @@ public sealed class ForwardParityTests
         new("f32", 2, 203, 203, 4, 4, 64, "none", Scale: 0.3f),
         new("bf16", 1, 113, 203, 2, 2, 64, "none", Scale: 2f),
         new("f16", 1, 113, 113, 2, 2, 32, "causal", Probs: true, Scale: 0.05f),
+        new("f32", 1, 113, 203, 4, 2, 64, "causal", Probs: true, Scale: -0.4f),
+        new("bf16", 2, 17, 113, 2, 1, 32, "win(5,3)", Probs: true, Scale: 0f),
 
         // Causal, bottom-right aligned both ways.
         new("f32", 2, 113, 113, 4, 2, 64, "causal", Probs: true),

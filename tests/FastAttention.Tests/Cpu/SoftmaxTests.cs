@@ -20,6 +20,8 @@ public sealed class SoftmaxTests
         (2, 2, 70, 70, 1f, "causal+local(8,8,1,0)+klen"),
         (1, 1, 1, 1, 1f, "none"),
         (1, 2, 3, 1025, 0.3f, "custom(1,64)"),
+        (2, 2, 40, 64, -0.8f, "causal"),
+        (1, 2, 17, 33, 0f, "win(4,4)"),
     ];
 
     private static IEnumerable<TestCaseData> Source()
