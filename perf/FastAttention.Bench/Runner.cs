@@ -1,0 +1,57 @@
+// Timing policy: warm-ups, then repetitions until both a run count and a total time are reached; median and spread.
+using System.Diagnostics;
+
+namespace FastAttention.Bench;
+
+/// <summary>How one case is timed.</summary>
+/// <param name="WarmUps">Untimed calls first (JIT tiers, page faults, thread-pool spin-up).</param>
+/// <param name="MinRuns">Timed calls at least.</param>
+/// <param name="MinSeconds">Total timed seconds at least (after <paramref name="MinRuns"/>).</param>
+/// <param name="MaxRuns">Timed calls at most, whatever the time.</param>
+internal sealed record RunPolicy(int WarmUps, int MinRuns, double MinSeconds, int MaxRuns)
+{
+    /// <summary>Default run: 1 warm-up, at least 5 runs and 0.75 s.</summary>
+    public static RunPolicy Quick { get; } = new(WarmUps: 1, MinRuns: 5, MinSeconds: 0.75, MaxRuns: 50);
+
+    /// <summary>Full sweep: 2 warm-ups, at least 5 runs and 1 s.</summary>
+    public static RunPolicy Full { get; } = new(WarmUps: 2, MinRuns: 5, MinSeconds: 1.0, MaxRuns: 100);
+}
+
+/// <summary>Wall times of one case, in milliseconds.</summary>
+internal readonly record struct Measurement(double MedianMs, double MinMs, double MaxMs, int Runs)
+{
+    /// <summary>Relative half-spread (max − min) / (2 · median): how noisy the case was.</summary>
+    public double Spread => MedianMs > 0 ? (MaxMs - MinMs) / (2 * MedianMs) : 0;
+}
+
+/// <summary>Times an action under a <see cref="RunPolicy"/>.</summary>
+internal static class Runner
+{
+    /// <summary>Warms up, then times <paramref name="action"/> until the policy is met; returns median, min and max.</summary>
+    public static Measurement Measure(Action action, RunPolicy policy)
+    {
+        for (int i = 0; i < policy.WarmUps; i++) action();
+
+        var times = new List<double>();
+        double total = 0;
+        while (times.Count < policy.MaxRuns && (times.Count < policy.MinRuns || total < policy.MinSeconds))
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            action();
+            double s = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+            times.Add(s * 1e3);
+            total += s;
+        }
+        return Summarise(times);
+    }
+
+    /// <summary>Median (mean of the middle two for an even count), min and max of <paramref name="timesMs"/>.</summary>
+    public static Measurement Summarise(IReadOnlyList<double> timesMs)
+    {
+        if (timesMs.Count == 0) throw new ArgumentException("no timings", nameof(timesMs));
+        var sorted = timesMs.Order().ToArray();
+        int n = sorted.Length;
+        double median = n % 2 == 1 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+        return new Measurement(median, sorted[0], sorted[^1], n);
+    }
+}

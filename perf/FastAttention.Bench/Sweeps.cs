@@ -1,0 +1,210 @@
+// What is measured: the dense attention sweep and block-sparse layouts against dense.
+using System.Numerics.Tensors;
+using FastAttention.Cpu;
+
+namespace FastAttention.Bench;
+
+/// <summary>One dense attention shape to time.</summary>
+internal sealed record DenseCase(string DType, int HeadDim, int SeqLen, bool Causal)
+{
+    /// <summary>The attention shape: B = 1, H = Hkv = 8, Sq = Sk.</summary>
+    public AttentionShape Shape => new(Sweeps.Batch, SeqLen, SeqLen, Sweeps.Heads, Sweeps.KvHeads, HeadDim);
+}
+
+/// <summary>One measured dense row.</summary>
+internal sealed record DenseRow(DenseCase Case, Measurement Time)
+{
+    /// <summary>Achieved GFLOP/s (FlashAttention's count, <see cref="AttentionShape.Flops"/>).</summary>
+    public double GFlops => Case.Shape.Flops(Case.Causal) / (Time.MedianMs * 1e-3) / 1e9;
+}
+
+/// <summary>One measured block-sparse row.</summary>
+internal sealed record SparseRow(string Pattern, string Parameters, double TargetDensity, double Density, Measurement Time, double DenseMs)
+{
+    /// <summary>Dense time / this time.</summary>
+    public double Speedup => DenseMs / Time.MedianMs;
+
+    /// <summary>time / (density · dense time) − 1: cost beyond the skipped work (0 = perfectly proportional).</summary>
+    public double Overhead => Time.MedianMs / (Density * DenseMs) - 1;
+}
+
+/// <summary>The sweeps: which shapes the quick and full runs time, and how.</summary>
+internal static class Sweeps
+{
+    public const int Batch = 1;
+    public const int Heads = 8;
+    public const int KvHeads = 8;
+
+    /// <summary>Block-sparse geometry: S = 4096, D = 64, 64 x 64 blocks.</summary>
+    public const int SparseSeq = 4096;
+    public const int SparseHeadDim = 64;
+    public const int SparseBlock = 64;
+    public static readonly double[] SparseDensities = [0.1, 0.25, 0.5];
+
+    /// <summary>Dense cases: quick = fp32, D=64 S≤2048 and D=128 S≤4096; full = fp32/fp16/bf16, S 512..8192.</summary>
+    public static IReadOnlyList<DenseCase> DenseCases(bool full)
+    {
+        var cases = new List<DenseCase>();
+        string[] dtypes = full ? ["fp32", "fp16", "bf16"] : ["fp32"];
+        foreach (string dtype in dtypes)
+        {
+            foreach (int d in new[] { 64, 128 })
+            {
+                int[] seqs = full ? [512, 1024, 2048, 4096, 8192] : d == 128 ? [1024, 2048, 4096] : [1024, 2048];
+                foreach (int s in seqs)
+                {
+                    foreach (bool causal in new[] { false, true })
+                    {
+                        cases.Add(new DenseCase(dtype, d, s, causal));
+                    }
+                }
+            }
+        }
+        return cases;
+    }
+
+    /// <summary>Times every dense case; inputs are allocated once per (dtype, D, S) and shared by causal/non-causal.</summary>
+    public static List<DenseRow> RunDense(IReadOnlyList<DenseCase> cases, int threads, RunPolicy policy, Action<string> log)
+    {
+        var rows = new List<DenseRow>();
+        foreach (var group in cases.GroupBy(c => (c.DType, c.HeadDim, c.SeqLen)))
+        {
+            var first = group.First();
+            var inputs = AttentionInputs.Create(first.DType, first.Shape, seed: 1234 + first.SeqLen + first.HeadDim);
+            foreach (var c in group)
+            {
+                var options = new AttentionOptions
+                {
+                    Mask = c.Causal ? AttentionMask.CausalMask : AttentionMask.None,
+                    MaxDegreeOfParallelism = threads,
+                };
+                var m = Runner.Measure(() => inputs.Forward(options), policy);
+                var row = new DenseRow(c, m);
+                log($"{c.DType} D={c.HeadDim} S={c.SeqLen} {(c.Causal ? "causal" : "non-causal")}: " +
+                    $"{m.MedianMs:F2} ms ({m.Runs} runs), {row.GFlops:F1} GFLOP/s");
+                rows.Add(row);
+            }
+        }
+        return rows;
+    }
+
+    /// <summary>
+    /// Times dense attention at S = 4096, D = 64 (non-causal), the same through a fully kept block
+    /// mask, then Local, Strided and Random layouts at each target density.
+    /// </summary>
+    public static (Measurement Dense, List<SparseRow> Rows) RunSparse(int threads, RunPolicy policy, Action<string> log)
+    {
+        var shape = new AttentionShape(Batch, SparseSeq, SparseSeq, Heads, KvHeads, SparseHeadDim);
+        var inputs = AttentionInputs.Create("fp32", shape, seed: 99);
+        var denseOptions = new AttentionOptions { MaxDegreeOfParallelism = threads };
+        var dense = Runner.Measure(() => inputs.Forward(denseOptions), policy);
+        log($"block-sparse baseline, dense S={SparseSeq} D={SparseHeadDim}: {dense.MedianMs:F2} ms");
+
+        var layouts = new List<(string Pattern, string Parameters, double Target, BlockSparseMask Mask)>
+        {
+            ("Dense (all blocks kept)", "-", 1.0,
+                BlockSparseMask.Dense(SparseSeq, SparseSeq, SparseBlock, SparseBlock)),
+        };
+        foreach (double target in SparseDensities)
+        {
+            layouts.Add(ClosestLocal(target));
+            layouts.Add(ClosestStrided(target));
+            layouts.Add(ClosestRandom(target));
+        }
+
+        var rows = new List<SparseRow>();
+        foreach (var (pattern, parameters, target, mask) in layouts)
+        {
+            var options = new AttentionOptions { Mask = new AttentionMask { BlockMask = mask }, MaxDegreeOfParallelism = threads };
+            var m = Runner.Measure(() => inputs.Forward(options), policy);
+            var row = new SparseRow(pattern, parameters, target, mask.Density, m, dense.MedianMs);
+            log($"{pattern} {parameters}: density {mask.Density:F3}, {m.MedianMs:F2} ms, speedup {row.Speedup:F2}x");
+            rows.Add(row);
+        }
+        return (dense, rows);
+    }
+
+    // Pattern parameters are chosen by search so the measured density lands as close as possible to the target.
+
+    private static (string, string, double, BlockSparseMask) ClosestLocal(double target)
+    {
+        int blocks = Blocks;
+        var best = Enumerable.Range(0, blocks)
+            .Select(w => (w, mask: BlockSparseMask.Local(SparseSeq, SparseSeq, SparseBlock, SparseBlock, w, w)))
+            .MinBy(x => Math.Abs(x.mask.Density - target));
+        return ("Local", $"window ±{best.w} blocks", target, best.mask);
+    }
+
+    private static (string, string, double, BlockSparseMask) ClosestStrided(double target)
+    {
+        const int window = 1;
+        var best = Enumerable.Range(1, Blocks)
+            .Select(s => (s, mask: BlockSparseMask.Strided(SparseSeq, SparseSeq, SparseBlock, SparseBlock, window, window, s)))
+            .MinBy(x => Math.Abs(x.mask.Density - target));
+        return ("Strided", $"window ±{window}, stride {best.s}", target, best.mask);
+    }
+
+    private static (string, string, double, BlockSparseMask) ClosestRandom(double target)
+    {
+        var best = Enumerable.Range(0, Blocks + 1)
+            .Select(n => (n, mask: BlockSparseMask.Random(SparseSeq, SparseSeq, SparseBlock, SparseBlock, n, seed: 42, heads: Heads)))
+            .MinBy(x => Math.Abs(x.mask.Density - target));
+        return ("Random", $"{best.n} blocks/row + diagonal, per head", target, best.mask);
+    }
+
+    private static int Blocks => (SparseSeq + SparseBlock - 1) / SparseBlock;
+}
+
+/// <summary>Q, K, V, O of one shape, random in [-1, 1), allocated once; <see cref="Forward"/> runs one attention call.</summary>
+internal abstract class AttentionInputs
+{
+    public abstract void Forward(AttentionOptions options);
+
+    public static AttentionInputs Create(string dtype, AttentionShape shape, int seed) => dtype switch
+    {
+        "fp32" => new Typed<float>(shape, seed, f => f),
+        "fp16" => new Typed<Half>(shape, seed, f => (Half)f),
+        "bf16" => new Typed<BFloat16>(shape, seed, f => (BFloat16)f),
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "expected fp32, fp16 or bf16"),
+    };
+
+    private sealed class Typed<T> : AttentionInputs
+        where T : unmanaged
+    {
+        private readonly AttentionShape _shape;
+        private readonly T[] _q, _k, _v, _o;
+
+        public Typed(AttentionShape shape, int seed, Func<float, T> convert)
+        {
+            _shape = shape;
+            var rng = new Random(seed);
+            T[] Fill(long n)
+            {
+                var a = new T[checked((int)n)];
+                for (int i = 0; i < a.Length; i++) a[i] = convert(rng.NextSingle() * 2f - 1f);
+                return a;
+            }
+            long qn = (long)shape.Batch * shape.QueryLength * shape.Heads * shape.HeadDim;
+            long kn = (long)shape.Batch * shape.KeyLength * shape.KvHeads * shape.HeadDim;
+            _q = Fill(qn);
+            _k = Fill(kn);
+            _v = Fill(kn);
+            _o = new T[qn];
+        }
+
+        public override void Forward(AttentionOptions options)
+        {
+            var s = _shape;
+            CpuAttention.Forward<T>(
+                Bshd(_q, s.Batch, s.QueryLength, s.Heads, s.HeadDim),
+                Bshd(_k, s.Batch, s.KeyLength, s.KvHeads, s.HeadDim),
+                Bshd(_v, s.Batch, s.KeyLength, s.KvHeads, s.HeadDim),
+                Bshd(_o, s.Batch, s.QueryLength, s.Heads, s.HeadDim),
+                options);
+        }
+
+        // Contiguous [B, S, H, D] with the library's default strides (System.Numerics.Tensors 10.x
+        // wants stride 0 on every length-1 dimension, and rejects any other).
+        private static TensorSpan<T> Bshd(T[] data, int b, int s, int h, int d) => new(data, [b, s, h, d]);
+    }
+}
