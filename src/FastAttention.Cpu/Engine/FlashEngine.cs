@@ -43,29 +43,27 @@ internal static unsafe class FlashEngine
         where T : unmanaged where TOps : struct, IVecOps<TV> where TV : struct
     {
         var s = args.Shape;
-        float[]? kBuffer = null, vBuffer = null;
+        int m = 2 * TOps.Count;
+        bool kInPlace = ReadInPlace<T>(k.Strides, s, m), vInPlace = ReadInPlace<T>(v.Strides, s, m);
+        int elements = checked(s.Batch * s.KeyLength * s.KvHeads * s.HeadDim);
+        float[]? kBuffer = kInPlace ? null : ArrayPool<float>.Shared.Rent(elements);
+        float[]? vBuffer = vInPlace ? null : ArrayPool<float>.Shared.Rent(elements);
         try
         {
             fixed (T* qp = &Elements.First(q), kp = &Elements.First(k), vp = &Elements.First(v), op = &Elements.First(o))
-            fixed (float* lp = &Elements.First(lse), pp = &Elements.First(probs))
+            fixed (float* lp = &Elements.First(lse), pp = &Elements.First(probs), kb = kBuffer, vb = vBuffer)
             {
-                int elements = checked(s.Batch * s.KeyLength * s.KvHeads * s.HeadDim);
-                kBuffer = ArrayPool<float>.Shared.Rent(elements);
-                vBuffer = ArrayPool<float>.Shared.Rent(elements);
-                fixed (float* kb = kBuffer, vb = vBuffer)
+                var job = new FlashJob<T, TOps, TV>
                 {
-                    var job = new FlashJob<T, TOps, TV>
-                    {
-                        Args = args,
-                        Q = View<T>.Of(qp, q.Strides),
-                        O = View<T>.Of(op, o.Strides),
-                        Lse = wantLse ? View<float>.Of(lp, lse.Strides) : default,
-                        Probs = wantProbs ? View<float>.Of(pp, probs.Strides) : default,
-                        K = Repack(View<T>.Of(kp, k.Strides), s, kb, args.Parallelism),
-                        V = Repack(View<T>.Of(vp, v.Strides), s, vb, args.Parallelism),
-                    };
-                    job.Execute();
-                }
+                    Args = args,
+                    Q = View<T>.Of(qp, q.Strides),
+                    O = View<T>.Of(op, o.Strides),
+                    Lse = wantLse ? View<float>.Of(lp, lse.Strides) : default,
+                    Probs = wantProbs ? View<float>.Of(pp, probs.Strides) : default,
+                    K = kInPlace ? View<float>.Of((float*)kp, k.Strides) : Repack(View<T>.Of(kp, k.Strides), s, kb, args.Parallelism),
+                    V = vInPlace ? View<float>.Of((float*)vp, v.Strides) : Repack(View<T>.Of(vp, v.Strides), s, vb, args.Parallelism),
+                };
+                job.Execute();
             }
         }
         finally
@@ -74,6 +72,13 @@ internal static unsafe class FlashEngine
             if (vBuffer is not null) ArrayPool<float>.Shared.Return(vBuffer);
         }
     }
+
+    /// <summary>
+    /// fp32 K/V with a unit head-dim stride are read in place when each KV head has a single query tile
+    /// (decode-like calls: every K/V row is read once, so a copy would only double the traffic).
+    /// </summary>
+    private static bool ReadInPlace<T>(ReadOnlySpan<nint> strides, AttentionShape s, int tileColumns) =>
+        typeof(T) == typeof(float) && strides[3] == 1 && (long)s.QueryLength * s.GroupSize <= tileColumns;
 
     /// <summary>
     /// Copies K or V once per call into a pooled fp32 buffer <c>[B, Hkv, Sk, D]</c>, so the micro-kernel
@@ -124,122 +129,196 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
 
     private static int M => 2 * TOps.Count;
 
+    /// <summary>Query-column tiles processed together per work item (they share K/V tiles while hot in L2).</summary>
+    private int _parts;
+
     public void Execute()
     {
         var s = Args.Shape;
         int groups = s.Batch * s.KvHeads;
-        int tilesPerGroup = (int)(((long)s.QueryLength * s.GroupSize + M - 1) / M);
-        long total = (long)groups * tilesPerGroup;
+        long columns = (long)s.QueryLength * s.GroupSize;
+        // Up to 4 tiles per item (measured: K/V of a long sequence then come from L2, not L3), fewer
+        // when that would leave too few items to balance across the threads.
+        _parts = MaxParts;
+        while (_parts > 1 && groups * CeilDiv(columns, _parts * M) < 4L * Args.Parallelism) _parts /= 2;
+        int itemsPerGroup = (int)CeilDiv(columns, _parts * M);
+        long total = (long)groups * itemsPerGroup;
         int workers = (int)Math.Min(Args.Parallelism, total);
         _next = 0;
         if (workers <= 1)
         {
-            Work(groups, tilesPerGroup, total);
+            Work(groups, itemsPerGroup, total);
             return;
         }
-        Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, _ => Work(groups, tilesPerGroup, total));
+        Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, _ => Work(groups, itemsPerGroup, total));
     }
 
-    /// <summary>Pulls work items until none are left; later query tiles first (they see the most keys under causal masks).</summary>
-    private void Work(int groups, int tilesPerGroup, long total)
+    private const int MaxParts = 4;
+
+    private static long CeilDiv(long a, long b) => (a + b - 1) / b;
+
+    /// <summary>
+    /// Pulls work items until none are left: one (batch, KV head) group after another, so threads
+    /// share that group's K/V in cache, and within a group the later query tiles first (they see the
+    /// most keys under causal masks, so the small ones fill the tail).
+    /// </summary>
+    private void Work(int groups, int itemsPerGroup, long total)
     {
         var s = Args.Shape;
         var scratch = Scratch.Current;
         int keyBlocks = Args.Mask.BlockMask?.KeyBlocks ?? 0;
-        scratch.Ensure(s.HeadDim, M, FlashEngine.KeyTileSize, 0, keyBlocks,
-            s.KeyLength / FlashEngine.KeyTileSize + keyBlocks + 2);
+        scratch.Ensure(s.HeadDim, M, FlashEngine.KeyTileSize, 0, keyBlocks, MaxTiles, _parts);
         long item;
         while ((item = Interlocked.Increment(ref _next) - 1) < total)
         {
-            int tile = tilesPerGroup - 1 - (int)(item / groups);
-            int group = (int)(item % groups);
-            ProcessTile(scratch, group / s.KvHeads, group % s.KvHeads, tile);
+            int group = (int)(item / itemsPerGroup);
+            int index = itemsPerGroup - 1 - (int)(item % itemsPerGroup);
+            ProcessItem(scratch, group / s.KvHeads, group % s.KvHeads, index);
         }
     }
 
+    /// <summary>Upper bound on the key tiles of one query tile: grid cells plus one extra cut per block segment.</summary>
+    private int MaxTiles => 2 * (Args.Shape.KeyLength / FlashEngine.KeyTileSize + (Args.Mask.BlockMask?.KeyBlocks ?? 0) + 2);
+
+    /// <summary>One query-column tile of a work item and its slices of the thread's scratch.</summary>
+    private struct Part
+    {
+        public int Cols, Active, TileCount, Next;
+        public int* Row, Head;                     // [M] query row and query head of each column
+        public float* Qt, Ot;                      // [D, M]
+        public float* MRun, LRun, Lo, Hi, Bias;    // [M] each
+        public KeyTile* Tiles;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void ProcessTile(Scratch sc, int b, int kvh, int tile)
+    private void ProcessItem(Scratch sc, int b, int kvh, int index)
     {
         var s = Args.Shape;
-        int m = M, w = TOps.Count, d = s.HeadDim, g = s.GroupSize;
+        int m = M, d = s.HeadDim, g = s.GroupSize, maxTiles = MaxTiles;
         var rules = new RowRules(Args.Mask, s, b);
-        long p0 = (long)tile * m;
-        int cols = (int)Math.Min(m, (long)s.QueryLength * g - p0);
-        int[] colRow = sc.Cols;                 // [0, M): query row of each column; [M, 2M): query head
-        int active = 0;
-        for (int c = 0; c < cols; c++)
+        long columns = (long)s.QueryLength * g;
+        Span<Part> parts = stackalloc Part[_parts];
+        int count = 0;
+        for (int t = 0; t < _parts; t++)
         {
-            long p = p0 + c;
-            colRow[c] = (int)(p / g);
-            colRow[m + c] = kvh * g + (int)(p % g);
-            if (colRow[c] < rules.QueryLength) active = c + 1;
+            long p0 = ((long)index * _parts + t) * m;
+            if (p0 >= columns) break;
+            ref Part part = ref parts[count++];
+            part.Row = sc.Cols + 2 * m * t;
+            part.Head = part.Row + m;
+            part.Qt = sc.Qt + (nint)d * m * t;
+            part.Ot = sc.Ot + (nint)d * m * t;
+            float* vec = sc.Vec + 8 * m * t;
+            part.MRun = vec;
+            part.LRun = vec + m;
+            part.Lo = vec + 2 * m;
+            part.Hi = vec + 3 * m;
+            part.Bias = vec + 4 * m;
+            part.Tiles = sc.Tiles + maxTiles * t;
+            part.Cols = (int)Math.Min(m, columns - p0);
+            part.Active = 0;
+            for (int c = 0; c < part.Cols; c++)
+            {
+                long p = p0 + c;
+                part.Row[c] = (int)(p / g);
+                part.Head[c] = kvh * g + (int)(p % g);
+                if (part.Row[c] < rules.QueryLength) part.Active = c + 1;
+            }
+            part.TileCount = part.Active == 0 ? 0 : PlanKeyTiles(sc, rules, ref part);
+            part.Next = 0;
+            if (part.TileCount > 0)
+            {
+                PackQueries(ref part, b);
+                for (int c = 0; c < m; c++)
+                {
+                    bool on = c < part.Active;
+                    part.Lo[c] = on ? rules.Lo(part.Row[c]) : float.PositiveInfinity;
+                    part.Hi[c] = on ? rules.Hi(part.Row[c]) : float.NegativeInfinity;
+                    part.MRun[c] = float.NegativeInfinity;
+                    part.LRun[c] = 0;
+                }
+                new Span<float>(part.Ot, d * m).Clear();
+            }
+        }
+        parts = parts[..count];
+
+        // Walk the key axis one grid cell (KeyTileSize keys) at a time; every part consumes its tiles
+        // in that cell, so a K/V tile is loaded once from memory and reused from cache by all parts.
+        while (true)
+        {
+            int cell = int.MaxValue;
+            foreach (ref Part part in parts)
+            {
+                if (part.Next < part.TileCount) cell = Math.Min(cell, part.Tiles[part.Next].Start / FlashEngine.KeyTileSize);
+            }
+            if (cell == int.MaxValue) break;
+            foreach (ref Part part in parts)
+            {
+                for (; part.Next < part.TileCount && part.Tiles[part.Next].Start / FlashEngine.KeyTileSize == cell; part.Next++)
+                {
+                    KeyTile kt = part.Tiles[part.Next];
+                    Scores(sc, b, kvh, kt, ref part);
+                    OnlineSoftmax(sc.St, kt.End - kt.Start, Factor, part.Ot, d, part.MRun, part.LRun);
+                    MicroKernel<TOps, TV>.Gemm(d, V.At(b, kt.Start, kvh), V.S3, V.S1, sc.St, m, part.Ot, m, kt.End - kt.Start, accumulate: true);
+                }
+            }
         }
 
-        float* vec = sc.Vec;
-        float* mRun = vec, lRun = vec + m, lo = vec + 2 * m, hi = vec + 3 * m, blockBias = vec + 4 * m, lseOut = vec + 5 * m;
-        int tileCount = active == 0 ? 0 : PlanKeyTiles(sc, rules, colRow, active);
-
-        if (tileCount > 0)
+        foreach (ref Part part in parts)
         {
-            PackQueries(sc.Qt, b, colRow, cols);
-            for (int c = 0; c < m; c++)
+            Finish(b, ref part);
+            if (Probs.Base != null)
             {
-                bool on = c < active;
-                lo[c] = on ? rules.Lo(colRow[c]) : float.PositiveInfinity;
-                hi[c] = on ? rules.Hi(colRow[c]) : float.NegativeInfinity;
-                mRun[c] = float.NegativeInfinity;
-                lRun[c] = 0;
-            }
-            new Span<float>(sc.Ot, d * m).Clear();
-            for (int t = 0; t < tileCount; t++)
-            {
-                KeyTile kt = sc.Tiles[t];
-                Scores(sc, b, kvh, kt, colRow, active, lo, hi, blockBias);
-                OnlineSoftmax(sc.St, kt.End - kt.Start, Factor, sc.Ot, d, mRun, lRun);
-                float* vTile = V.At(b, kt.Start, kvh);
-                MicroKernel<TOps, TV>.Gemm(d, vTile, V.S3, V.S1, sc.St, m, sc.Ot, m, kt.End - kt.Start, accumulate: true);
+                WriteProbabilities(sc, b, kvh, ref part);
             }
         }
+    }
 
-        // Finalise: O = Oᵀ / l, LSE = m + log(l); rows that saw nothing (or are padding) get 0 and -inf.
-        float* row = sc.Row;
-        for (int c = 0; c < cols; c++)
+    /// <summary>O = Oᵀ / l and LSE = m + log(l) per column; rows that saw nothing (or are padding) get 0 and -inf.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void Finish(int b, ref Part part)
+    {
+        int m = M, d = Args.Shape.HeadDim;
+        if (O.S3 == 1)
         {
-            int i = colRow[c], h = colRow[m + c];
-            bool seen = c < active && tileCount > 0 && lRun[c] > 0;
+            for (int c = 0; c < part.Cols; c++) Elements.Prefetch(O.At(b, part.Row[c], part.Head[c]), d * sizeof(T));
+        }
+        for (int c = 0; c < part.Cols; c++)
+        {
+            int i = part.Row[c], h = part.Head[c];
+            bool seen = c < part.Active && part.TileCount > 0 && part.LRun[c] > 0;
             T* dst = O.At(b, i, h);
+            float lse = float.NegativeInfinity;
             if (seen)
             {
-                for (int x = 0; x < d; x++) row[x] = sc.Ot[x * m + c];
-                Elements.Write(row, 1f / lRun[c], d, dst, O.S3);
-                lseOut[c] = (mRun[c] * Factor + MathF.Log2(lRun[c])) * Ln2;
+                // Column c of Oᵀ straight into the output row (a staged copy measured 2x slower here).
+                Elements.Write(part.Ot + c, m, 1f / part.LRun[c], d, dst, O.S3);
+                lse = (part.MRun[c] * Factor + MathF.Log2(part.LRun[c])) * Ln2;
             }
             else
             {
                 Elements.Zero(dst, O.S3, d);
-                lseOut[c] = float.NegativeInfinity;
             }
-            if (Lse.Base != null) *Lse.At(b, h, i) = lseOut[c];
-        }
-        if (Probs.Base != null)
-        {
-            WriteProbabilities(sc, b, kvh, tileCount, colRow, cols, active, lo, hi, blockBias, mRun, lRun);
+            if (Lse.Base != null) *Lse.At(b, h, i) = lse;
         }
     }
 
-    /// <summary>Qᵀ[D, M]: column c holds query row colRow[c] of head colRow[M + c] times the scale's sign; unused columns are 0.</summary>
+    /// <summary>Qᵀ[D, M]: column c holds query row Row[c] of head Head[c] times the scale's sign; unused columns are 0.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void PackQueries(float* qt, int b, int[] colRow, int cols)
+    private void PackQueries(ref Part part, int b)
     {
         int m = M, d = Args.Shape.HeadDim;
         float sign = QuerySign;
-        float* row = Scratch.Current.Row;
+        float* qt = part.Qt;
+        if (Q.S3 == 1)
+        {
+            for (int c = 0; c < part.Cols; c++) Elements.Prefetch(Q.At(b, part.Row[c], part.Head[c]), d * sizeof(T));
+        }
         for (int c = 0; c < m; c++)
         {
-            if (c < cols)
+            if (c < part.Cols)
             {
-                Elements.Read(Q.At(b, colRow[c], colRow[m + c]), Q.S3, d, row);
-                for (int x = 0; x < d; x++) qt[x * m + c] = row[x] * sign;
+                Elements.Read(Q.At(b, part.Row[c], part.Head[c]), Q.S3, sign, d, qt + c, m);
             }
             else
             {
@@ -250,24 +329,26 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
 
     /// <summary>
     /// Lists the key tiles the active columns need: the union of their visible ranges, cut at kept
-    /// block-sparse segments; marks tiles that need element-wise masking. Returns the tile count.
+    /// block-sparse segments and at multiples of the key tile size (so parts walk the same grid);
+    /// marks tiles that need element-wise masking. Returns the tile count.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private int PlanKeyTiles(Scratch sc, RowRules rules, int[] colRow, int active)
+    private int PlanKeyTiles(Scratch sc, RowRules rules, ref Part part)
     {
-        int first = colRow[0], last = colRow[active - 1];
+        int first = part.Row[0], last = part.Row[part.Active - 1];
         int jStart = rules.Lo(first), jEnd = rules.Hi(last) + 1;
         if (jStart >= jEnd) return 0;
         int fullLo = rules.Lo(last), fullHi = rules.Hi(first);   // every active column sees [fullLo, fullHi]
-        KeyTile[] tiles = sc.Tiles;
+        KeyTile* tiles = part.Tiles;
         int n = 0, size = FlashEngine.KeyTileSize;
         var bm = Args.Mask.BlockMask;
         if (bm is null)
         {
-            for (int j0 = jStart; j0 < jEnd; j0 += size)
+            for (int j0 = jStart; j0 < jEnd;)
             {
-                int j1 = Math.Min(j0 + size, jEnd);
+                int j1 = Math.Min((j0 / size + 1) * size, jEnd);
                 tiles[n++] = new KeyTile(j0, j1, !(fullLo <= j0 && fullHi >= j1 - 1), false);
+                j0 = j1;
             }
             return n;
         }
@@ -276,10 +357,10 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
         Span<bool> any = sc.Flags.AsSpan(0, nkb), all = sc.Flags.AsSpan(nkb, nkb);
         any.Clear();
         all.Fill(true);
-        int m = M, prevH = -1, prevQb = -1;
-        for (int c = 0; c < active; c++)
+        int prevH = -1, prevQb = -1;
+        for (int c = 0; c < part.Active; c++)
         {
-            int h = colRow[m + c], qb = colRow[c] / bm.BlockSizeQ;
+            int h = part.Head[c], qb = part.Row[c] / bm.BlockSizeQ;
             if (h == prevH && qb == prevQb) continue;
             (prevH, prevQb) = (h, qb);
             var keep = bm.Row(h, qb).Slice(kbFirst, nkb);
@@ -295,12 +376,13 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
             int y = x;
             while (y < nkb && any[y]) y++;
             int segStart = Math.Max(jStart, (kbFirst + x) * bk), segEnd = Math.Min(jEnd, (kbFirst + y) * bk);
-            for (int j0 = segStart; j0 < segEnd; j0 += size)
+            for (int j0 = segStart; j0 < segEnd;)
             {
-                int j1 = Math.Min(j0 + size, segEnd);
+                int j1 = Math.Min((j0 / size + 1) * size, segEnd);
                 bool partial = false;
                 for (int kb = j0 / bk; kb <= (j1 - 1) / bk; kb++) partial |= !all[kb - kbFirst];
                 tiles[n++] = new KeyTile(j0, j1, !(fullLo <= j0 && fullHi >= j1 - 1), partial);
+                j0 = j1;
             }
             x = y;
         }
@@ -311,16 +393,17 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
     /// Sᵀ[N, M] = K[tile]·(±Qᵀ) (raw, unscaled scores), with -inf where a column may not see a key.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void Scores(Scratch sc, int b, int kvh, KeyTile kt, int[] colRow, int active, float* lo, float* hi, float* blockBias)
+    private void Scores(Scratch sc, int b, int kvh, KeyTile kt, ref Part part)
     {
         int m = M, w = TOps.Count, nt = kt.End - kt.Start;
         float* st = sc.St;
-        MicroKernel<TOps, TV>.Gemm(nt, K.At(b, kt.Start, kvh), K.S1, K.S3, sc.Qt, m, st, m, Args.Shape.HeadDim, accumulate: false);
+        MicroKernel<TOps, TV>.Gemm(nt, K.At(b, kt.Start, kvh), K.S1, K.S3, part.Qt, m, st, m, Args.Shape.HeadDim, accumulate: false);
         if (!kt.RangeMask && !kt.BlockMask)
         {
             return;
         }
-        TV lo0 = TOps.Load(lo), lo1 = TOps.Load(lo + w), hi0 = TOps.Load(hi), hi1 = TOps.Load(hi + w);
+        float* blockBias = part.Bias;
+        TV lo0 = TOps.Load(part.Lo), lo1 = TOps.Load(part.Lo + w), hi0 = TOps.Load(part.Hi), hi1 = TOps.Load(part.Hi + w);
         TV bias0 = TOps.Zero, bias1 = TOps.Zero;
         var bm = Args.Mask.BlockMask;
         int currentBlock = -1;
@@ -342,7 +425,7 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
                     currentBlock = kb;
                     for (int c = 0; c < m; c++)
                     {
-                        blockBias[c] = c < active && bm.Row(colRow[m + c], colRow[c] / bm.BlockSizeQ)[kb] ? 0f : float.NegativeInfinity;
+                        blockBias[c] = c < part.Active && bm.Row(part.Head[c], part.Row[c] / bm.BlockSizeQ)[kb] ? 0f : float.NegativeInfinity;
                     }
                     bias0 = TOps.Load(blockBias);
                     bias1 = TOps.Load(blockBias + w);
@@ -408,23 +491,22 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
     /// where masked.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void WriteProbabilities(Scratch sc, int b, int kvh, int tileCount, int[] colRow, int cols, int active,
-        float* lo, float* hi, float* blockBias, float* mRun, float* lRun)
+    private void WriteProbabilities(Scratch sc, int b, int kvh, ref Part part)
     {
         int m = M, sk = Args.Shape.KeyLength;
-        for (int c = 0; c < cols; c++)
+        for (int c = 0; c < part.Cols; c++)
         {
-            Elements.Zero(Probs.At(b, colRow[m + c], colRow[c]), Probs.S3, sk);
+            Elements.Zero(Probs.At(b, part.Head[c], part.Row[c]), Probs.S3, sk);
         }
-        for (int t = 0; t < tileCount; t++)
+        for (int t = 0; t < part.TileCount; t++)
         {
-            KeyTile kt = sc.Tiles[t];
-            Scores(sc, b, kvh, kt, colRow, active, lo, hi, blockBias);
-            for (int c = 0; c < active; c++)
+            KeyTile kt = part.Tiles[t];
+            Scores(sc, b, kvh, kt, ref part);
+            for (int c = 0; c < part.Active; c++)
             {
-                if (!(lRun[c] > 0)) continue;
-                float* dst = Probs.At(b, colRow[m + c], colRow[c]);
-                float max = mRun[c], inv = 1f / lRun[c], factor = Factor;
+                if (!(part.LRun[c] > 0)) continue;
+                float* dst = Probs.At(b, part.Head[c], part.Row[c]);
+                float max = part.MRun[c], inv = 1f / part.LRun[c], factor = Factor;
                 for (int j = kt.Start; j < kt.End; j++)
                 {
                     dst[j * Probs.S3] = MathF.Pow(2f, (sc.St[(j - kt.Start) * m + c] - max) * factor) * inv;

@@ -63,6 +63,6 @@ internal static unsafe class FusedSoftmax
         float sum = TensorPrimitives.Sum(visible);
         row[..lo].Clear();
         row[(hi + 1)..].Clear();
-        Elements.Write(buffer, 1f / sum, sk, y.At(b, h, i), y.S3);
+        Elements.Write(buffer, 1, 1f / sum, sk, y.At(b, h, i), y.S3);
     }
 }

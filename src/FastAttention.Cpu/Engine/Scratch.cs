@@ -14,45 +14,45 @@ internal sealed unsafe class Scratch
 
     public static Scratch Current => t_current ??= new Scratch();
 
-    /// <summary>Qᵀ panel <c>[D, M]</c>.</summary>
+    /// <summary>Qᵀ panels <c>[parts, D, M]</c>.</summary>
     public float* Qt => Ptr(_qt);
     /// <summary>Scores / probabilities panel <c>[N, M]</c>.</summary>
     public float* St => Ptr(_st);
-    /// <summary>Output accumulator <c>[D, M]</c>.</summary>
+    /// <summary>Output accumulators <c>[parts, D, M]</c>.</summary>
     public float* Ot => Ptr(_ot);
     /// <summary>One row of D (or Sk for the fused softmax) floats.</summary>
     public float* Row => Ptr(_row);
-    /// <summary>Per-column vectors: 8 x M floats (m, l, lo, hi, block mask, lse, ...).</summary>
+    /// <summary>Per-column vectors: <c>[parts, 8, M]</c> floats (max, sum, lo, hi, block mask, ...).</summary>
     public float* Vec => Ptr(_vec);
-    /// <summary>Per-column integers: 2 x M (query row, head).</summary>
-    public int[] Cols => _cols;
+    /// <summary>Per-column integers: <c>[parts, 2, M]</c> (query row, query head).</summary>
+    public int* Cols => Ptr(_cols);
     /// <summary>Per-key-block flags: 2 x key blocks (kept by any column, kept by all).</summary>
     public bool[] Flags => _flags;
-    /// <summary>Key tiles of the current query tile.</summary>
-    public KeyTile[] Tiles => _tiles;
+    /// <summary>Key tiles of the current query tiles, <c>[parts, maxTiles]</c>.</summary>
+    public KeyTile* Tiles => Ptr(_tiles);
 
-    public void Ensure(int headDim, int m, int n, int rowLength, int keyBlocks, int maxTiles)
+    public void Ensure(int headDim, int m, int n, int rowLength, int keyBlocks, int maxTiles, int parts = 1)
     {
-        Grow(ref _qt, headDim * m);
+        Grow(ref _qt, parts * headDim * m);
         Grow(ref _st, n * m);
-        Grow(ref _ot, headDim * m);
+        Grow(ref _ot, parts * headDim * m);
         Grow(ref _row, Math.Max(headDim, rowLength));
-        Grow(ref _vec, 8 * m);
-        if (_cols.Length < 2 * m) _cols = new int[2 * m];
+        Grow(ref _vec, parts * 8 * m);
+        Grow(ref _cols, parts * 2 * m);
+        Grow(ref _tiles, parts * maxTiles);
         if (_flags.Length < 2 * keyBlocks) _flags = new bool[2 * keyBlocks];
-        if (_tiles.Length < maxTiles) _tiles = new KeyTile[maxTiles];
     }
 
-    private static void Grow(ref float[] buffer, int length)
+    private static void Grow<TElem>(ref TElem[] buffer, int length) where TElem : unmanaged
     {
         if (buffer.Length < length)
         {
-            buffer = GC.AllocateUninitializedArray<float>(length, pinned: true);
+            buffer = GC.AllocateUninitializedArray<TElem>(length, pinned: true);
         }
     }
 
-    private static float* Ptr(float[] pinned) =>
-        (float*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(pinned));
+    private static TElem* Ptr<TElem>(TElem[] pinned) where TElem : unmanaged =>
+        (TElem*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(pinned));
 }
 
 /// <summary>A key tile <c>[Start, End)</c> and whether it needs element-wise range or block masking.</summary>
