@@ -1,8 +1,10 @@
 // utility.cu — small real kernels the runtime uses and tests: fill, copy and y = a·x + y over one element
 // type (-DFA_DTYPE=0/1/2), fp32 arithmetic. Grid-stride loops with 64-bit indices: any grid size is correct.
 
-#ifndef FA_DTYPE
-#define FA_DTYPE FA_DTYPE_F32
+// The prelude (prepended before this file) defines fa_elem only when FA_DTYPE is set, so a default here would come
+// too late: require the macro instead.
+#if !defined(FA_DTYPE)
+#error "utility.cu needs -DFA_DTYPE=0 (fp32), 1 (fp16) or 2 (bf16)"
 #endif
 
 // out[i] = value for i in [0, n).   out: [n]

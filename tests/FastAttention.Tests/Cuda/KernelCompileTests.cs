@@ -108,6 +108,17 @@ public sealed class KernelCompileTests
     }
 
     [Test]
+    public void AKernelFileWithoutItsElementTypeSaysWhichMacroIsMissing()
+    {
+        // The prelude defines fa_elem only under FA_DTYPE, so a default set after it could never work: the file
+        // must stop with a message that names the macro, not with "fa_elem is undefined".
+        CudaTestSupport.RequireNvrtc();
+        var noType = new KernelSpecialization("utility_no_dtype", "utility.cu", ["fa_fill_f32"]);
+        var e = Assert.Throws<NvrtcCompilationException>(() => s_compiler.Compile(noType, CompileTarget.Cubin(new(8, 0))))!;
+        Assert.That(e.Log, Does.Contain("needs -DFA_DTYPE").And.Not.Contain("fa_elem"));
+    }
+
+    [Test]
     public void AnUnknownSourceFileIsNamed()
     {
         CudaTestSupport.RequireNvrtc();
