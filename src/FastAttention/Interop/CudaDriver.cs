@@ -78,6 +78,8 @@ internal static unsafe partial class CudaDriver
 {
     /// <summary>CU_STREAM_NON_BLOCKING: the stream does not synchronise with the legacy default stream.</summary>
     public const uint StreamNonBlocking = 0x1;
+    /// <summary>CU_STREAM_LEGACY ((CUstream)0x1): the legacy default stream, the one the synchronous copies and memsets use.</summary>
+    public const nint StreamLegacy = 0x1;
     /// <summary>CU_EVENT_DISABLE_TIMING.</summary>
     public const uint EventDisableTiming = 0x2;
     /// <summary>CU_MEMHOSTALLOC_PORTABLE: pinned memory usable from every context.</summary>

@@ -9,6 +9,11 @@ namespace FastAttention.Runtime;
 /// (<see cref="Allocate"/>, freed by <see cref="Dispose"/>) or wraps memory someone else owns
 /// (<see cref="Wrap"/>, <see cref="Slice"/>). Every offset and count in this API is in elements, never bytes.
 /// </summary>
+/// <remarks>
+/// Methods without a stream run on the legacy default stream and have finished when they return. They do not
+/// wait for work queued on non-blocking streams (the default of <see cref="CudaStream.Create"/>): synchronize such
+/// a stream before a synchronous method touches memory its queued work uses, or use the methods that take the stream.
+/// </remarks>
 /// <typeparam name="T">An unmanaged element type.</typeparam>
 public sealed unsafe class DeviceBuffer<T> : IDisposable where T : unmanaged
 {
@@ -121,10 +126,13 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable where T : unmanaged
         return new DeviceBuffer<T>(Context, ElementAddress(start), length, null, this);
     }
 
-    /// <summary>Copies host memory into the buffer at element <paramref name="destinationOffset"/>; returns when the copy is done.</summary>
+    /// <summary>
+    /// Copies host memory into the buffer at element <paramref name="destinationOffset"/>; returns when the data is in
+    /// device memory, so work queued afterwards on any stream sees it.
+    /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">The source does not fit at that offset.</exception>
     /// <exception cref="ObjectDisposedException">The buffer or its context was disposed.</exception>
-    /// <exception cref="CudaException">The copy failed.</exception>
+    /// <exception cref="CudaException">The copy failed (also reports a failure of earlier asynchronous work).</exception>
     public void CopyFrom(ReadOnlySpan<T> source, long destinationOffset = 0)
     {
         fixed (T* p = source)
@@ -133,7 +141,10 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable where T : unmanaged
         }
     }
 
-    /// <summary>Copies from element <paramref name="sourceOffset"/> into host memory; returns when the data has arrived.</summary>
+    /// <summary>
+    /// Copies from element <paramref name="sourceOffset"/> into host memory; returns when the data has arrived. Work
+    /// still queued on a non-blocking stream is not waited for: synchronize that stream first.
+    /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">The destination is longer than what the buffer holds from that offset.</exception>
     /// <exception cref="ObjectDisposedException">The buffer or its context was disposed.</exception>
     /// <exception cref="CudaException">The copy failed (also reports a failure of earlier asynchronous work).</exception>
@@ -172,6 +183,8 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable where T : unmanaged
         CheckStream(stream);
         Context.RequireSame(source.Context, nameof(source));
         HostCopy((T*)source.HostPointer, source.Length, destinationOffset, nameof(destinationOffset), toDevice: true, stream);
+        // The pinned memory must not be finalized (freed) before the copy is queued.
+        GC.KeepAlive(source);
     }
 
     /// <summary>Queues a copy from element <paramref name="sourceOffset"/> into all of <paramref name="destination"/> (pinned).</summary>
@@ -186,11 +199,14 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable where T : unmanaged
         CheckStream(stream);
         Context.RequireSame(destination.Context, nameof(destination));
         HostCopy((T*)destination.HostPointer, destination.Length, sourceOffset, nameof(sourceOffset), toDevice: false, stream);
+        // The pinned memory must not be finalized (freed) before the copy is queued.
+        GC.KeepAlive(destination);
     }
 
     /// <summary>
     /// Copies all of <paramref name="source"/> (device) into this buffer at <paramref name="destinationOffset"/>.
-    /// With a stream the copy is queued on it; without one it goes on the legacy default stream.
+    /// With a stream the copy is queued on it; without one it runs on the legacy default stream and has finished
+    /// when this returns.
     /// </summary>
     /// <exception cref="ArgumentNullException"><paramref name="source"/> is null.</exception>
     /// <exception cref="ArgumentException">The source or the stream belongs to another context.</exception>
@@ -208,6 +224,8 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable where T : unmanaged
         {
             Context.MakeCurrent();
             NativeStatus.Check(CudaDriver.cuMemcpyDtoD_v2(destination, source.DevicePointer, bytes));
+            // A device-to-device cuMemcpy does not wait for the copy (CUDA driver API, "API synchronization behavior").
+            WaitForLegacyStream();
         }
         else
         {
@@ -215,16 +233,21 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable where T : unmanaged
             nint raw = stream.Bind();
             NativeStatus.Check(CudaDriver.cuMemcpyDtoDAsync_v2(destination, source.DevicePointer, bytes, raw));
         }
+        GC.KeepAlive(source);
+        GC.KeepAlive(this);
     }
 
-    /// <summary>Sets every byte to 0 (on the legacy default stream; returns without waiting for the device).</summary>
+    /// <summary>Sets every byte to 0 and returns when done (on the legacy default stream; <see cref="ClearAsync"/> queues it on a stream).</summary>
     /// <exception cref="ObjectDisposedException">The buffer or its context was disposed.</exception>
-    /// <exception cref="CudaException">The driver failed.</exception>
+    /// <exception cref="CudaException">The driver failed (also reports a failure of earlier asynchronous work).</exception>
     public void Clear()
     {
         nint pointer = DevicePointer;
         Context.MakeCurrent();
         NativeStatus.Check(CudaDriver.cuMemsetD8_v2(pointer, 0, ByteCount(Length, nameof(Length))));
+        // cuMemsetD8 is asynchronous to the host for device memory, and non-blocking streams do not wait for it.
+        WaitForLegacyStream();
+        GC.KeepAlive(this);
     }
 
     /// <summary>Queues setting every byte to 0 on <paramref name="stream"/>.</summary>
@@ -238,9 +261,13 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable where T : unmanaged
         nint pointer = DevicePointer;
         nint raw = stream.Bind();
         NativeStatus.Check(CudaDriver.cuMemsetD8Async(pointer, 0, ByteCount(Length, nameof(Length)), raw));
+        GC.KeepAlive(this);
     }
 
-    /// <summary>Frees owned memory (after queued work that uses it, as cuMemFree does); a wrapped buffer or slice is only marked unusable.</summary>
+    /// <summary>
+    /// Frees owned memory; a wrapped buffer or slice is only marked unusable. Work queued on a stream that still uses
+    /// the memory must have finished (the driver documents only that cuMemFree <i>may</i> synchronise).
+    /// </summary>
     public void Dispose()
     {
         _disposed = true;
@@ -273,8 +300,18 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable where T : unmanaged
         if (stream is null)
         {
             Context.MakeCurrent();
-            if (toDevice) NativeStatus.Check(CudaDriver.cuMemcpyHtoD_v2(device, host, bytes));
-            else NativeStatus.Check(CudaDriver.cuMemcpyDtoH_v2(host, device, bytes));
+            if (toDevice)
+            {
+                NativeStatus.Check(CudaDriver.cuMemcpyHtoD_v2(device, host, bytes));
+                // From pageable memory cuMemcpyHtoD returns once the data is staged, before the DMA to the device
+                // has completed (CUDA driver API, "API synchronization behavior"); a kernel on a non-blocking stream
+                // could read the old contents. Wait for the legacy stream so the data is really there.
+                WaitForLegacyStream();
+            }
+            else
+            {
+                NativeStatus.Check(CudaDriver.cuMemcpyDtoH_v2(host, device, bytes));
+            }
         }
         else
         {
@@ -282,7 +319,12 @@ public sealed unsafe class DeviceBuffer<T> : IDisposable where T : unmanaged
             if (toDevice) NativeStatus.Check(CudaDriver.cuMemcpyHtoDAsync_v2(device, host, bytes, raw));
             else NativeStatus.Check(CudaDriver.cuMemcpyDtoHAsync_v2(host, device, bytes, raw));
         }
+        GC.KeepAlive(this);
     }
+
+    /// <summary>Waits for the legacy default stream, where the synchronous copies and memsets run (the context is current).</summary>
+    private static void WaitForLegacyStream() =>
+        NativeStatus.Check(CudaDriver.cuStreamSynchronize(CudaDriver.StreamLegacy), "cuStreamSynchronize(CU_STREAM_LEGACY)");
 
     private nint ElementAddress(long index) => DevicePointer + (nint)(index * sizeof(T));
 

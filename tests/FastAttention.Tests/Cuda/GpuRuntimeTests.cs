@@ -104,6 +104,40 @@ public sealed class GpuRuntimeTests : GpuFixture
     }
 
     [Test]
+    public void SynchronousCopiesAndClearAreCompleteForANonBlockingStream()
+    {
+        // A pageable cuMemcpyHtoD may return before its DMA is done, and cuMemsetD8 / cuMemcpyDtoD do not wait at
+        // all; a non-blocking stream does not wait for the legacy stream. The synchronous methods must therefore be
+        // complete on return, or the kernel below reads stale memory. Large buffers make the DMA window wide.
+        const int n = 1 << 26;
+        using var module = CudaModule.Load(Context, _compiler, KernelRegistry.Utility(KernelElementType.Float32));
+        var kernels = new UtilityKernels<float>(module);
+        using var stream = CudaStream.Create(Context);
+        float[] host = new float[n];
+        for (int i = 0; i < n; i++) host[i] = i % 1000 + 1;
+        using var x = DeviceBuffer<float>.FromSpan(Context, host);
+        using var y = DeviceBuffer<float>.Allocate(Context, n);
+        kernels.Copy(stream, x, y);
+        stream.Synchronize();
+        float[] tail = new float[1 << 16];
+        y.CopyTo(tail, n - tail.Length);
+        Assert.That(tail, Is.EqualTo(host[^tail.Length..]), "upload complete before the kernel ran");
+
+        x.Clear();
+        kernels.Copy(stream, x, y);
+        stream.Synchronize();
+        y.CopyTo(tail, n - tail.Length);
+        Assert.That(tail, Is.All.Zero, "clear complete before the kernel ran");
+
+        using var z = DeviceBuffer<float>.FromSpan(Context, host);
+        x.CopyFrom(z);
+        kernels.Copy(stream, x, y);
+        stream.Synchronize();
+        y.CopyTo(tail, n - tail.Length);
+        Assert.That(tail, Is.EqualTo(host[^tail.Length..]), "device-to-device copy complete before the kernel ran");
+    }
+
+    [Test]
     public void WrappedMemoryIsNotFreedByTheWrapper()
     {
         using var owner = DeviceBuffer<float>.FromSpan(Context, [1f, 2f, 3f]);
