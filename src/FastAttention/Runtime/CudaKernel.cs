@@ -120,6 +120,9 @@ public sealed class CudaKernel
         arguments.FillPointers(pointers);
         NativeStatus.Check(CudaDriver.cuLaunchKernel(function, g.X, g.Y, g.Z, b.X, b.Y, b.Z,
             (uint)config.DynamicSharedMemoryBytes, raw, pointers, null));
+        // Neither the module (cuModuleUnload) nor the stream (cuStreamDestroy) may be finalized before the launch is queued.
+        GC.KeepAlive(this);
+        GC.KeepAlive(stream);
     }
 
     /// <summary>"fa_fill_f32".</summary>

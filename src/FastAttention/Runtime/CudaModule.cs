@@ -101,6 +101,6 @@ public sealed class CudaModule : IDisposable
         });
     }
 
-    /// <summary>Unloads the module (after kernels already queued have run, as cuModuleUnload does).</summary>
+    /// <summary>Unloads the module. Kernels of it already queued must have finished (the driver does not document waiting for them).</summary>
     public void Dispose() => _handle.Dispose();
 }

@@ -5,7 +5,8 @@ namespace FastAttention.Runtime;
 
 /// <summary>
 /// <see cref="Length"/> elements of page-locked host memory. Copies between it and a <see cref="DeviceBuffer{T}"/>
-/// can run asynchronously on a stream; do not touch <see cref="Span"/> until such a copy has completed.
+/// can run asynchronously on a stream; do not touch <see cref="Span"/>, dispose the buffer or drop the last reference
+/// to it until such a copy has completed.
 /// </summary>
 /// <typeparam name="T">An unmanaged element type.</typeparam>
 public sealed unsafe class PinnedHostBuffer<T> : IDisposable where T : unmanaged
