@@ -173,6 +173,11 @@ internal static class Program
         Log("block-sparse vs dense...");
         var (denseBaseline, sparse) = Sweeps.RunSparse(o.Threads, policy, Log);
         Emit(Report.SparseTable(denseBaseline, sparse));
+
+        Log("decode over KV caches...");
+        Emit(Report.DecodeTable(DecodeSweeps.RunBandwidth(o.Full, o.Threads, policy, Log)));
+        Log("caching speedup...");
+        Emit(Report.CachingTable(DecodeSweeps.RunCaching(o.Full, o.Threads, policy, Log)));
         Emit(Report.Conditions(conditions));
 
         if (o.OutFile is not null)

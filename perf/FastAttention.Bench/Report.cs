@@ -128,6 +128,38 @@ internal static class Report
         return sb.ToString();
     }
 
+    public static string DecodeTable(IReadOnlyList<DecodeRow> rows)
+    {
+        var sb = new System.Text.StringBuilder();
+        sb.AppendLine($"### Decode over KV caches (fp32, B = {DecodeSweeps.Batch}, H = Hkv = {DecodeSweeps.Heads}, D = {DecodeSweeps.HeadDim}, one new token)");
+        sb.AppendLine();
+        sb.AppendLine("Each decode run is followed by a plain parallel read (sum) of the same K/V bytes; \"% of read\" is the ratio of the two medians.");
+        sb.AppendLine();
+        sb.AppendLine("| cache | context | K+V MB | decode ms | decode GB/s | plain read GB/s | % of read |");
+        sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|");
+        foreach (var r in rows)
+        {
+            sb.AppendLine(FormattableString.Invariant(
+                $"| {r.Cache} | {r.Context} | {r.Bytes / 1e6:F0} | {r.Decode.MedianMs:F2} | {r.DecodeGBs:F1} | {r.ReadGBs:F1} | {r.Fraction * 100:F0}% |"));
+        }
+        return sb.ToString();
+    }
+
+    public static string CachingTable(IReadOnlyList<CachingRow> rows)
+    {
+        var sb = new System.Text.StringBuilder();
+        sb.AppendLine("### Caching speedup (causal MHA layer, d_model 1024, 16 heads of 64, fp32, next-token output)");
+        sb.AppendLine();
+        sb.AppendLine("| prefix tokens | with KV cache ms | recompute prefix ms | speedup |");
+        sb.AppendLine("|---:|---:|---:|---:|");
+        foreach (var r in rows)
+        {
+            sb.AppendLine(FormattableString.Invariant(
+                $"| {r.Prefix} | {r.Cached.MedianMs:F3} | {r.Recompute.MedianMs:F2} | {r.Speedup:F1}x |"));
+        }
+        return sb.ToString();
+    }
+
     public static string Conditions(RunConditions c)
     {
         double other = c.OtherLoad();
