@@ -1,4 +1,4 @@
-// Markdown report: machine header, peak table, dense attention table, block-sparse table.
+// Markdown report: machine header, peak table, dense attention table, block-sparse table, sgemm table.
 using System.Diagnostics;
 using System.Globalization;
 using System.Reflection;
@@ -103,6 +103,27 @@ internal static class Report
                 $"| {c.DType} | {c.HeadDim} | {c.SeqLen} | {(c.Causal ? "causal" : "none")} | {Ms(r.Time.MedianMs)} | " +
                 $"{Ms(r.Time.MinMs)}–{Ms(r.Time.MaxMs)} | {r.Time.Runs} | {r.GFlops:F1} | " +
                 $"{Pct(r.GFlops / p.Avx2GFlops)} | {Pct(r.GFlops / p.Avx512GFlops)} |"));
+        }
+        return sb.ToString();
+    }
+
+    public static string SgemmTable(IReadOnlyList<SgemmRow> rows, PeakResult p)
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine("## fp32 GEMM (CpuGemm.Sgemm, C = op(A)·op(B), row-major)");
+        sb.AppendLine();
+        sb.AppendLine("FLOPs = 2·M·N·K. Layout: N = as stored, T = transposed; NT is C = X·Wᵀ with W [N, K] (a Linear layer's weight). " +
+                      "Time = median wall time of one call; min–max over the runs. B GB/s = B's bytes / time: a few-row product " +
+                      "(a decode step's projection) is bound by reading B once, so compare it with the DRAM read bandwidth above.");
+        sb.AppendLine();
+        sb.AppendLine("| layout | M | N | K | median ms | min–max ms | runs | GFLOP/s | % AVX2 peak | % AVX-512 peak | B GB/s |");
+        sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var r in rows)
+        {
+            var c = r.Case;
+            sb.AppendLine(string.Create(Inv,
+                $"| {c.Layout} | {c.M} | {c.N} | {c.K} | {Ms(r.Time.MedianMs)} | {Ms(r.Time.MinMs)}–{Ms(r.Time.MaxMs)} | {r.Time.Runs} | " +
+                $"{r.GFlops:F1} | {Pct(r.GFlops / p.Avx2GFlops)} | {Pct(r.GFlops / p.Avx512GFlops)} | {r.BGBs:F1} |"));
         }
         return sb.ToString();
     }
