@@ -218,7 +218,7 @@ public sealed class MultiHeadAttention
     /// <summary>
     /// Incremental forward over a contiguous cache: projects the <c>n</c> new tokens, appends their keys
     /// and values to <paramref name="cache"/>, and attends from them to everything cached (causal when the
-    /// config is). Token by token or in chunks, the outputs equal the full causal <see cref="Forward"/>.
+    /// config is). Token by token or in chunks, the outputs equal the full causal forward.
     /// </summary>
     /// <param name="input">New tokens, <c>[B, n, modelDim]</c>.</param>
     /// <param name="output"><c>[B, n, modelDim]</c>.</param>
