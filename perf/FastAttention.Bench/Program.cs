@@ -3,6 +3,7 @@
 //   dotnet run -c Release --project perf/FastAttention.Bench                      quick run (~1-2 min)
 //   dotnet run -c Release --project perf/FastAttention.Bench -- --full            full sweep
 //   dotnet run -c Release --project perf/FastAttention.Bench -- --out FILE.md --threads 2
+//   dotnet run -c Release --project perf/FastAttention.Bench -- --only sgemm           one section
 //
 // Tables go to stdout (and to --out FILE); progress goes to stderr.
 using System.Globalization;
@@ -15,7 +16,8 @@ namespace FastAttention.Bench;
 /// <param name="OutFile">Also write the markdown here; null = stdout only.</param>
 /// <param name="Threads">Worker threads for peak measurement and attention.</param>
 /// <param name="Help">Print usage and exit.</param>
-internal sealed record BenchOptions(bool Full, string? OutFile, int Threads, bool Help);
+/// <param name="Sections">Sections to run after the peak measurement (<see cref="Program.SectionNames"/>).</param>
+internal sealed record BenchOptions(bool Full, string? OutFile, int Threads, bool Help, IReadOnlySet<string> Sections);
 
 internal static class Program
 {
@@ -24,14 +26,19 @@ internal static class Program
         Usage: dotnet run -c Release --project perf/FastAttention.Bench [-- OPTIONS]
 
         Measures this machine's FMA peak and DRAM bandwidth, then times CPU attention
-        (dense sweep and block-sparse vs dense) and prints markdown tables.
+        (dense sweep and block-sparse vs dense) and the fp32 GEMM, and prints markdown tables.
 
         Options:
-          --full          full sweep (S 512..8192, fp32/fp16/bf16); default is a quick run
+          --full          full sweep (S 512..8192, fp32/fp16/bf16; GEMM 512..4096); default is a quick run
           --out FILE      also write the markdown report to FILE
           --threads N     worker threads (default: all processors)
+          --only LIST     run only these sections, comma-separated: dense, sparse, sgemm, decode, caching
+                          (the machine peak is always measured)
           -h, --help      show this help
         """;
+
+    /// <summary>Sections after the peak measurement, in run order.</summary>
+    public static readonly string[] SectionNames = ["dense", "sparse", "sgemm", "decode", "caching"];
 
     public static int Main(string[] args)
     {
@@ -77,6 +84,7 @@ internal static class Program
         bool full = false, help = false;
         string? outFile = null;
         int threads = Environment.ProcessorCount;
+        IReadOnlySet<string> sections = new HashSet<string>(SectionNames);
         for (int i = 0; i < args.Count; i++)
         {
             string arg = args[i];
@@ -111,11 +119,28 @@ internal static class Program
                         throw new ArgumentException($"--threads must be a whole number >= 1, got '{text}'.");
                     }
                     break;
+                case "--only":
+                    string list = inline ?? Next(args, ref i, arg);
+                    var chosen = new HashSet<string>(StringComparer.Ordinal);
+                    foreach (string name in list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+                    {
+                        if (!SectionNames.Contains(name))
+                        {
+                            throw new ArgumentException($"--only: unknown section '{name}'; expected {string.Join(", ", SectionNames)}.");
+                        }
+                        chosen.Add(name);
+                    }
+                    if (chosen.Count == 0)
+                    {
+                        throw new ArgumentException("--only needs at least one section.");
+                    }
+                    sections = chosen;
+                    break;
                 default:
                     throw new ArgumentException($"unknown argument '{args[i]}'.");
             }
         }
-        return new BenchOptions(full, outFile, threads, help);
+        return new BenchOptions(full, outFile, threads, help, sections);
     }
 
     private static string Next(IReadOnlyList<string> args, ref int i, string name)
@@ -165,14 +190,40 @@ internal static class Program
         GC.Collect();
         Emit(Report.PeakTable(peak));
 
-        var cases = Sweeps.DenseCases(o.Full);
-        Log($"dense attention: {cases.Count} cases");
-        var dense = Sweeps.RunDense(cases, o.Threads, policy, Log);
-        Emit(Report.DenseTable(dense, peak));
+        if (o.Sections.Contains("dense"))
+        {
+            var cases = Sweeps.DenseCases(o.Full);
+            Log($"dense attention: {cases.Count} cases");
+            var dense = Sweeps.RunDense(cases, o.Threads, policy, Log);
+            Emit(Report.DenseTable(dense, peak));
+        }
 
-        Log("block-sparse vs dense...");
-        var (denseBaseline, sparse) = Sweeps.RunSparse(o.Threads, policy, Log);
-        Emit(Report.SparseTable(denseBaseline, sparse));
+        if (o.Sections.Contains("sparse"))
+        {
+            Log("block-sparse vs dense...");
+            var (denseBaseline, sparse) = Sweeps.RunSparse(o.Threads, policy, Log);
+            Emit(Report.SparseTable(denseBaseline, sparse));
+        }
+
+        if (o.Sections.Contains("sgemm"))
+        {
+            var gemmCases = Sweeps.SgemmCases(o.Full);
+            Log($"sgemm: {gemmCases.Count} cases");
+            var gemm = Sweeps.RunSgemm(gemmCases, o.Threads, policy, Log);
+            Emit(Report.SgemmTable(gemm, peak));
+        }
+
+        if (o.Sections.Contains("decode"))
+        {
+            Log("decode over KV caches...");
+            Emit(Report.DecodeTable(DecodeSweeps.RunBandwidth(o.Full, o.Threads, policy, Log)));
+        }
+
+        if (o.Sections.Contains("caching"))
+        {
+            Log("caching speedup...");
+            Emit(Report.CachingTable(DecodeSweeps.RunCaching(o.Full, o.Threads, policy, Log)));
+        }
         Emit(Report.Conditions(conditions));
 
         if (o.OutFile is not null)

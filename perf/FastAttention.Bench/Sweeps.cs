@@ -1,4 +1,4 @@
-// What is measured: the dense attention sweep and block-sparse layouts against dense.
+// What is measured: the dense attention sweep, block-sparse layouts against dense, and the fp32 GEMM.
 using System.Numerics.Tensors;
 using FastAttention.Cpu;
 
@@ -16,6 +16,25 @@ internal sealed record DenseRow(DenseCase Case, Measurement Time)
 {
     /// <summary>Achieved GFLOP/s (FlashAttention's count, <see cref="AttentionShape.Flops"/>).</summary>
     public double GFlops => Case.Shape.Flops(Case.Causal) / (Time.MedianMs * 1e-3) / 1e9;
+}
+
+/// <summary>One sgemm shape to time: <c>C[M, N] = op(A)·op(B)</c>, row-major, no bias, beta = 0.</summary>
+/// <param name="Layout">"NN", "NT" (<c>X·Wᵀ</c>, the projection layout), "TN" or "TT".</param>
+internal sealed record SgemmCase(int M, int N, int K, string Layout)
+{
+    public bool TransA => Layout[0] == 'T';
+    public bool TransB => Layout[1] == 'T';
+    public double Flops => 2.0 * M * N * K;
+}
+
+/// <summary>One measured sgemm row.</summary>
+internal sealed record SgemmRow(SgemmCase Case, Measurement Time)
+{
+    /// <summary>Achieved GFLOP/s (2·M·N·K per call).</summary>
+    public double GFlops => Case.Flops / (Time.MedianMs * 1e-3) / 1e9;
+
+    /// <summary>Bytes of B (K·N floats) per second, in GB/s (1e9 bytes).</summary>
+    public double BGBs => 4.0 * Case.K * Case.N / (Time.MedianMs * 1e-3) / 1e9;
 }
 
 /// <summary>One measured block-sparse row.</summary>
@@ -61,6 +80,50 @@ internal static class Sweeps
             }
         }
         return cases;
+    }
+
+    /// <summary>
+    /// sgemm cases: quick = 2048³ plain and projection layout plus a decode-sized projection
+    /// (1 x 4096 x 4096); full = 512..4096 cubes in both layouts, 2048³ in all four, and projections
+    /// of 1, 16, 128 and 512 rows through a 4096 x 4096 weight.
+    /// </summary>
+    public static IReadOnlyList<SgemmCase> SgemmCases(bool full)
+    {
+        var cases = new List<SgemmCase>();
+        foreach (int size in full ? new[] { 512, 1024, 2048, 4096 } : [2048])
+        {
+            string[] layouts = full && size == 2048 ? ["NN", "NT", "TN", "TT"] : ["NN", "NT"];
+            foreach (string layout in layouts) cases.Add(new SgemmCase(size, size, size, layout));
+        }
+        foreach (int rows in full ? new[] { 1, 16, 128, 512 } : [1])
+        {
+            cases.Add(new SgemmCase(rows, 4096, 4096, "NT"));
+        }
+        return cases;
+    }
+
+    /// <summary>Times every sgemm case; operands are random in [-1, 1), allocated per case.</summary>
+    public static List<SgemmRow> RunSgemm(IReadOnlyList<SgemmCase> cases, int threads, RunPolicy policy, Action<string> log)
+    {
+        var rows = new List<SgemmRow>();
+        foreach (var c in cases)
+        {
+            var rng = new Random(4321 + c.M + c.K);
+            float[] Fill(long n)
+            {
+                var a = GC.AllocateUninitializedArray<float>(checked((int)n));
+                for (int i = 0; i < a.Length; i++) a[i] = rng.NextSingle() * 2f - 1f;
+                return a;
+            }
+            float[] a = Fill((long)c.M * c.K), b = Fill((long)c.K * c.N), result = new float[(long)c.M * c.N];
+            int lda = c.TransA ? c.M : c.K, ldb = c.TransB ? c.K : c.N;
+            var m = Runner.Measure(() => CpuGemm.Sgemm(c.TransA, c.TransB, c.M, c.N, c.K, 1f, a, lda, b, ldb, 0f, result, c.N,
+                maxDegreeOfParallelism: threads), policy);
+            var row = new SgemmRow(c, m);
+            log($"sgemm {c.Layout} {c.M}x{c.N}x{c.K}: {m.MedianMs:F2} ms ({m.Runs} runs), {row.GFlops:F1} GFLOP/s");
+            rows.Add(row);
+        }
+        return rows;
     }
 
     /// <summary>Times every dense case; inputs are allocated once per (dtype, D, S) and shared by causal/non-causal.</summary>

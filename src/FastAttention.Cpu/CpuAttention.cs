@@ -1,5 +1,6 @@
 // Public entry points of the CPU engine: flash-style attention forward and the fused row softmax.
 using System.Numerics.Tensors;
+using FastAttention.Cpu.Caching;
 using FastAttention.Cpu.Engine;
 
 namespace FastAttention.Cpu;
@@ -119,6 +120,136 @@ public static class CpuAttention
         AttentionShape.RequireDestination(output, l, nameof(output), "[B, H, Sq, Sk]");
         shape.RequireMaskFits(mask, nameof(mask));
         FusedSoftmax.Run(shape, scale, mask, options.ResolveParallelism(), scores, output);
+    }
+
+    /// <summary>
+    /// Decode attention over a contiguous cache: the <c>q</c> query rows of each sequence are its last
+    /// <c>q</c> positions (bottom-right aligned: row <c>i</c> is position <c>length - q + i</c>), attending
+    /// to the cached tokens. Split over the key axis (flash-decoding), so one sequence uses every core.
+    /// Append the new tokens' keys and values to the cache first.
+    /// </summary>
+    /// <typeparam name="T">float, <see cref="Half"/> or <see cref="BFloat16"/>.</typeparam>
+    /// <param name="query">Q, <c>[B, q, H, D]</c>, any strides.</param>
+    /// <param name="cache">Cached keys and values; <c>B</c> must equal <see cref="KvCache{T}.Batch"/>.</param>
+    /// <param name="output">O, <c>[B, q, H, D]</c>.</param>
+    /// <param name="options">Scale, causal flag and sliding window; lengths come from the cache, so
+    /// <see cref="AttentionMask.KeyLengths"/>, <see cref="AttentionMask.QueryLengths"/> and
+    /// <see cref="AttentionMask.BlockMask"/> must be null.</param>
+    /// <param name="logSumExp">Optional fp32 <c>[B, H, q]</c>.</param>
+    /// <exception cref="ArgumentException">Shapes that do not match the cache or each other, unsupported
+    /// <typeparamref name="T"/>, a mask field decode does not take, or a wrong destination. Nothing is written.</exception>
+    public static void Decode<T>(
+        ReadOnlyTensorSpan<T> query,
+        KvCache<T> cache,
+        TensorSpan<T> output,
+        AttentionOptions? options = null,
+        TensorSpan<float> logSumExp = default)
+        where T : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        options ??= AttentionOptions.Default;
+        var args = DecodeArguments(query, output, logSumExp, options, cache.Batch, cache.KvHeads, cache.HeadDim);
+        var lengths = cache.Lengths.ToArray();
+        var runs = new KeyRun[cache.Batch];
+        var runStart = new int[cache.Batch + 1];
+        for (int b = 0; b < cache.Batch; b++)
+        {
+            runs[b] = new KeyRun(0, lengths[b], cache.Rows(b, 0).Offset);
+            runStart[b + 1] = b + 1;
+        }
+        RunDecode(args, query, output, logSumExp, cache.KeyStorage, cache.ValueStorage, cache.Rows(0, 0).HeadStride, runs, runStart, lengths);
+    }
+
+    /// <summary>
+    /// Decode attention over a paged cache for the sequences listed in <paramref name="sequences"/>
+    /// (batch entry <c>b</c> reads sequence <c>sequences[b]</c>); otherwise as
+    /// <see cref="Decode{T}(ReadOnlyTensorSpan{T}, KvCache{T}, TensorSpan{T}, AttentionOptions?, TensorSpan{float})"/>.
+    /// </summary>
+    /// <typeparam name="T">float, <see cref="Half"/> or <see cref="BFloat16"/>.</typeparam>
+    /// <param name="query">Q, <c>[B, q, H, D]</c>, any strides.</param>
+    /// <param name="cache">The paged cache.</param>
+    /// <param name="sequences">Live sequence ids, <c>[B]</c>.</param>
+    /// <param name="output">O, <c>[B, q, H, D]</c>.</param>
+    /// <param name="options">Scale, causal flag and sliding window (no lengths, no block mask).</param>
+    /// <param name="logSumExp">Optional fp32 <c>[B, H, q]</c>.</param>
+    /// <exception cref="ArgumentException">A sequence id that does not exist, shapes that do not match,
+    /// unsupported <typeparamref name="T"/>, a mask field decode does not take, or a wrong destination. Nothing is written.</exception>
+    public static void Decode<T>(
+        ReadOnlyTensorSpan<T> query,
+        PagedKvCache<T> cache,
+        ReadOnlySpan<int> sequences,
+        TensorSpan<T> output,
+        AttentionOptions? options = null,
+        TensorSpan<float> logSumExp = default)
+        where T : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        options ??= AttentionOptions.Default;
+        var args = DecodeArguments(query, output, logSumExp, options, sequences.Length, cache.KvHeads, cache.HeadDim);
+        var lengths = new int[sequences.Length];
+        var runStart = new int[sequences.Length + 1];
+        var runs = new List<KeyRun>();
+        int page = cache.PageSize, headStride = page * cache.HeadDim;
+        for (int b = 0; b < sequences.Length; b++)
+        {
+            if (!cache.Allocator.Sequences.Contains(sequences[b]))
+            {
+                throw new ArgumentException($"sequences[{b}] = {sequences[b]} is not a live sequence of the cache.", nameof(sequences));
+            }
+            lengths[b] = cache.Length(sequences[b]);
+            var table = cache.Allocator.BlockTable(sequences[b]);
+            for (int p = 0; p * page < lengths[b]; p++)
+            {
+                runs.Add(new KeyRun(p * page, Math.Min(page, lengths[b] - p * page), (nint)table[p] * cache.KvHeads * headStride));
+            }
+            runStart[b + 1] = runs.Count;
+        }
+        RunDecode(args, query, output, logSumExp, cache.KeyStorage, cache.ValueStorage, headStride, [.. runs], runStart, lengths);
+    }
+
+    private static DecodeArgs DecodeArguments<T>(ReadOnlyTensorSpan<T> query, TensorSpan<T> output, TensorSpan<float> logSumExp,
+        AttentionOptions options, int batch, int kvHeads, int headDim)
+    {
+        ElementTypes.Require<T>(nameof(query));
+        if (query.Rank != 4)
+        {
+            throw new ArgumentException($"query must be rank 4 [B, q, H, D], got rank {query.Rank}.", nameof(query));
+        }
+        var l = query.Lengths;
+        if (l[0] != batch || l[1] < 1 || l[3] != headDim || l[2] < 1 || l[2] % kvHeads != 0)
+        {
+            throw new ArgumentException(
+                $"query [{AttentionShape.Join(l)}] must be [B = {batch}, q >= 1, H (a multiple of Hkv = {kvHeads}), D = {headDim}].", nameof(query));
+        }
+        if (headDim > MaxHeadDim)
+        {
+            throw new ArgumentException($"head dim {headDim} exceeds the CPU engine's maximum of {MaxHeadDim}.", nameof(query));
+        }
+        var mask = options.Mask;
+        if (mask.KeyLengths is not null || mask.QueryLengths is not null || mask.BlockMask is not null)
+        {
+            throw new ArgumentException(
+                "Decode takes lengths from the cache and has no block-sparse layout: Mask.KeyLengths, Mask.QueryLengths and Mask.BlockMask must be null.", nameof(options));
+        }
+        AttentionShape.RequireDestination(output, l, nameof(output), "[B, q, H, D]");
+        if (!IsOmitted(logSumExp))
+        {
+            AttentionShape.RequireDestination(logSumExp, [l[0], l[2], l[1]], nameof(logSumExp), "[B, H, q]");
+        }
+        return new DecodeArgs((int)l[0], (int)l[1], (int)l[2], kvHeads, headDim, options.ResolveScale(headDim), mask, options.ResolveParallelism());
+    }
+
+    private static unsafe void RunDecode<T>(DecodeArgs args, ReadOnlyTensorSpan<T> query, TensorSpan<T> output, TensorSpan<float> logSumExp,
+        Span<T> keys, Span<T> values, int headStride, KeyRun[] runs, int[] runStart, int[] lengths)
+        where T : unmanaged
+    {
+        fixed (T* qp = &Elements.First(query), op = &Elements.First(output), kp = keys, vp = values)
+        fixed (float* lp = &Elements.First(logSumExp))
+        {
+            var source = new CacheSource<T> { Keys = kp, Values = vp, HeadStride = headStride, Runs = runs, RunStart = runStart, Lengths = lengths };
+            DecodeEngine.Run(args, View<T>.Of(qp, query.Strides), View<T>.Of(op, output.Strides),
+                IsOmitted(logSumExp) ? default : View<float>.Of(lp, logSumExp.Strides), source);
+        }
     }
 
     private static bool IsOmitted<TElem>(TensorSpan<TElem> t) => t.Rank == 0;

@@ -16,9 +16,15 @@ internal readonly struct RowRules
     private readonly int _left, _right;
 
     public RowRules(AttentionMask mask, AttentionShape shape, int batch)
+        : this(mask, mask.QueryLengths?[batch] ?? shape.QueryLength, mask.KeyLengths?[batch] ?? shape.KeyLength)
     {
-        QueryLength = mask.QueryLengths?[batch] ?? shape.QueryLength;
-        KeyLength = mask.KeyLengths?[batch] ?? shape.KeyLength;
+    }
+
+    /// <summary>Rules for explicit lengths (decode: Lk = tokens in the cache, Lq = new query tokens).</summary>
+    public RowRules(AttentionMask mask, int queryLength, int keyLength)
+    {
+        QueryLength = queryLength;
+        KeyLength = keyLength;
         _offset = (long)KeyLength - QueryLength;
         _causal = mask.Causal;
         _left = mask.WindowLeft;

@@ -11,6 +11,7 @@ internal sealed unsafe class Scratch
     private int[] _cols = [];
     private bool[] _flags = [];
     private KeyTile[] _tiles = [];
+    private nint[] _pointers = [];
 
     public static Scratch Current => t_current ??= new Scratch();
 
@@ -30,6 +31,10 @@ internal sealed unsafe class Scratch
     public bool[] Flags => _flags;
     /// <summary>Key tiles of the current query tiles, <c>[parts, maxTiles]</c>.</summary>
     public KeyTile* Tiles => Ptr(_tiles);
+    /// <summary>Row pointers of the current decode block.</summary>
+    public float** Pointers => (float**)Ptr(_pointers);
+
+    public void EnsurePointers(int count) => Grow(ref _pointers, count);
 
     public void Ensure(int headDim, int m, int n, int rowLength, int keyBlocks, int maxTiles, int parts = 1)
     {

@@ -27,6 +27,7 @@ internal unsafe interface IVecOps<TV> where TV : struct
     /// <summary>Lane-wise <c>x == -inf ? 0 : x</c>.</summary>
     static abstract TV NegInfToZero(TV x);
     static abstract bool AllEqual(TV a, TV b);
+    static abstract float Sum(TV a);
 }
 
 internal unsafe struct V512 : IVecOps<Vector512<float>>
@@ -64,6 +65,7 @@ internal unsafe struct V512 : IVecOps<Vector512<float>>
     public static Vector512<float> NegInfToZero(Vector512<float> x) =>
         Vector512.ConditionalSelect(Vector512.Equals(x, Vector512.Create(float.NegativeInfinity)), Vector512<float>.Zero, x);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static bool AllEqual(Vector512<float> a, Vector512<float> b) => Vector512.EqualsAll(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector512<float> a) => Vector512.Sum(a);
 }
 
 internal unsafe struct V256 : IVecOps<Vector256<float>>
@@ -101,6 +103,7 @@ internal unsafe struct V256 : IVecOps<Vector256<float>>
     public static Vector256<float> NegInfToZero(Vector256<float> x) =>
         Vector256.ConditionalSelect(Vector256.Equals(x, Vector256.Create(float.NegativeInfinity)), Vector256<float>.Zero, x);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static bool AllEqual(Vector256<float> a, Vector256<float> b) => Vector256.EqualsAll(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector256<float> a) => Vector256.Sum(a);
 }
 
 internal unsafe struct V128 : IVecOps<Vector128<float>>
@@ -138,4 +141,5 @@ internal unsafe struct V128 : IVecOps<Vector128<float>>
     public static Vector128<float> NegInfToZero(Vector128<float> x) =>
         Vector128.ConditionalSelect(Vector128.Equals(x, Vector128.Create(float.NegativeInfinity)), Vector128<float>.Zero, x);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static bool AllEqual(Vector128<float> a, Vector128<float> b) => Vector128.EqualsAll(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector128<float> a) => Vector128.Sum(a);
 }

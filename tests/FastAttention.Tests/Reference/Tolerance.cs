@@ -88,6 +88,33 @@ internal static class Tolerance
         }
     }
 
+    /// <summary>
+    /// <c>|actual - expected| &lt;= allowed</c> per element; NaN or infinity in <paramref name="actual"/> always fails.
+    /// </summary>
+    public static void AssertWithin(ReadOnlySpan<float> actual, ReadOnlySpan<double> expected, ReadOnlySpan<double> allowed,
+        string what, int[] dims)
+    {
+        Assert.That(actual.Length, Is.EqualTo(expected.Length), $"{what}: length");
+        int worst = -1;
+        double worstRatio = -1, maxErr = 0;
+        for (int i = 0; i < actual.Length; i++)
+        {
+            double err = float.IsFinite(actual[i]) ? Math.Abs(actual[i] - expected[i]) : double.PositiveInfinity;
+            maxErr = Math.Max(maxErr, err);
+            double ratio = allowed[i] > 0 ? err / allowed[i] : err > 0 ? double.PositiveInfinity : 0;
+            if (ratio > worstRatio)
+            {
+                worstRatio = ratio;
+                worst = i;
+            }
+        }
+        if (worstRatio > 1)
+        {
+            Assert.Fail($"{what}: worst element {FormatIndex(worst, dims)} = {F(actual[worst])}, reference {F(expected[worst])}, " +
+                $"error {F(Math.Abs(actual[worst] - expected[worst]))} > allowed {F(allowed[worst])}; max abs error over all {actual.Length} elements {F(maxErr)}.");
+        }
+    }
+
     /// <summary>Every element of <paramref name="actual"/> equals <paramref name="expected"/> bit for bit (NaN never passes).</summary>
     public static void AssertBitwiseEqual(ReadOnlySpan<float> actual, ReadOnlySpan<float> expected, string what, int[] dims)
     {

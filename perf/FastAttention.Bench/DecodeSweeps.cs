@@ -1,0 +1,148 @@
+// Decode over KV caches: bandwidth against a plain read of the same bytes, and the caching speedup.
+using System.Numerics.Tensors;
+using FastAttention.Cpu;
+using FastAttention.Cpu.Caching;
+
+namespace FastAttention.Bench;
+
+/// <summary>One decode bandwidth row: the decode and a plain read of the same cache bytes, timed interleaved.</summary>
+internal sealed record DecodeRow(string Cache, int Context, long Bytes, Measurement Decode, Measurement Read)
+{
+    public double DecodeGBs => Bytes / (Decode.MedianMs * 1e-3) / 1e9;
+    public double ReadGBs => Bytes / (Read.MedianMs * 1e-3) / 1e9;
+    public double Fraction => Read.MedianMs / Decode.MedianMs;
+}
+
+/// <summary>One caching-speedup row: next-token output with a cache vs recomputing the whole prefix.</summary>
+internal sealed record CachingRow(int Prefix, Measurement Cached, Measurement Recompute)
+{
+    public double Speedup => Recompute.MedianMs / Cached.MedianMs;
+}
+
+/// <summary>Decode benchmarks: B = 8, H = Hkv = 8, D = 128, fp32 (the setup of the libtorch SDPA figure).</summary>
+internal static class DecodeSweeps
+{
+    public const int Batch = 8, Heads = 8, HeadDim = 128, PageSize = 16;
+
+    public static int[] Contexts(bool full) => full ? [1024, 2048, 4096, 8192, 16384] : [1024, 4096, 16384];
+
+    /// <summary>
+    /// Times decode of one new token per sequence against every context, over a contiguous and a paged
+    /// cache; each decode run is followed by a parallel plain read (sum) of the same K/V bytes, so both
+    /// see the same memory conditions and the ratio is fair on a shared machine.
+    /// </summary>
+    public static List<DecodeRow> RunBandwidth(bool full, int threads, RunPolicy policy, Action<string> log)
+    {
+        var rows = new List<DecodeRow>();
+        var random = new Random(7);
+        foreach (int context in Contexts(full))
+        {
+            var tokens = new float[context * Heads * HeadDim];
+            for (int i = 0; i < tokens.Length; i++) tokens[i] = (float)(random.NextDouble() * 2 - 1);
+            var block = new ReadOnlyTensorSpan<float>(tokens, [context, Heads, HeadDim], default);
+            var query = new float[Batch * Heads * HeadDim];
+            for (int i = 0; i < query.Length; i++) query[i] = (float)(random.NextDouble() * 2 - 1);
+            var output = new float[query.Length];
+            var options = new AttentionOptions { MaxDegreeOfParallelism = threads };
+            long bytes = 2L * Batch * context * Heads * HeadDim * sizeof(float);
+
+            {
+                log($"decode contiguous, context {context}");
+                var cache = new KvCache<float>(Batch, context, Heads, HeadDim);
+                for (int b = 0; b < Batch; b++) cache.Append(b, block, block);
+                rows.Add(Measure("contiguous", context, bytes, policy, threads,
+                    () => CpuAttention.Decode<float>(new ReadOnlyTensorSpan<float>(query, [Batch, 1, Heads, HeadDim], default), cache,
+                        new TensorSpan<float>(output, [Batch, 1, Heads, HeadDim], default), options),
+                    () => (cache.KeyStorage.ToArray(), cache.ValueStorage.ToArray())));
+            }
+            GC.Collect();
+            {
+                log($"decode paged ({PageSize}-token pages), context {context}");
+                var cache = new PagedKvCache<float>(Batch * context / PageSize, PageSize, Heads, HeadDim);
+                var ids = new int[Batch];
+                for (int b = 0; b < Batch; b++)
+                {
+                    ids[b] = cache.CreateSequence();
+                    cache.Append(ids[b], block, block);
+                }
+                rows.Add(Measure($"paged ({PageSize})", context, bytes, policy, threads,
+                    () => CpuAttention.Decode<float>(new ReadOnlyTensorSpan<float>(query, [Batch, 1, Heads, HeadDim], default), cache, ids,
+                        new TensorSpan<float>(output, [Batch, 1, Heads, HeadDim], default), options),
+                    () => (cache.KeyStorage.ToArray(), cache.ValueStorage.ToArray())));
+            }
+            GC.Collect();
+        }
+        return rows;
+    }
+
+    private static DecodeRow Measure(string name, int context, long bytes, RunPolicy policy, int threads, Action decode, Func<(float[] K, float[] V)> storage)
+    {
+        var (keys, values) = storage();   // a copy of the same bytes, read by the plain-read peer
+        var sink = new float[64];
+        void Read()
+        {
+            const int chunks = 32;
+            Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, c =>
+            {
+                float[] source = c < chunks / 2 ? keys : values;
+                int length = source.Length / (chunks / 2), start = c % (chunks / 2) * length;
+                sink[c] = TensorPrimitives.Sum(source.AsSpan(start, length));
+            });
+        }
+        for (int i = 0; i < policy.WarmUps; i++) { decode(); Read(); }
+        var decodeMs = new List<double>();
+        var readMs = new List<double>();
+        double total = 0;
+        while (decodeMs.Count < policy.MaxRuns && (decodeMs.Count < policy.MinRuns || total < policy.MinSeconds))
+        {
+            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+            decode();
+            double d = System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+            t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+            Read();
+            double r = System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+            decodeMs.Add(d);
+            readMs.Add(r);
+            total += (d + r) / 1e3;
+        }
+        return new DecodeRow(name, context, bytes, Runner.Summarise(decodeMs), Runner.Summarise(readMs));
+    }
+
+    public static int[] Prefixes(bool full) => full ? [128, 256, 512, 1024, 2048, 4096] : [128, 512, 2048];
+
+    /// <summary>
+    /// A causal multi-head attention layer (d_model 1024, 16 heads of 64) producing the next token's
+    /// output: through a KV cache holding the prefix, against recomputing the layer over the whole prefix.
+    /// </summary>
+    public static List<CachingRow> RunCaching(bool full, int threads, RunPolicy policy, Action<string> log)
+    {
+        const int model = 1024, heads = 16;
+        var mha = new MultiHeadAttention(new AttentionConfig(model, heads, causal: true), maxDegreeOfParallelism: threads);
+        mha.InitializeRandom(11);
+        var rows = new List<CachingRow>();
+        var random = new Random(5);
+        foreach (int prefix in Prefixes(full))
+        {
+            log($"caching speedup, prefix {prefix}");
+            var x = new float[(prefix + 1) * model];
+            for (int i = 0; i < x.Length; i++) x[i] = (float)(random.NextDouble() * 2 - 1);
+            var cache = new KvCache<float>(1, prefix + 1, heads, model / heads);
+            var prefixOut = new float[prefix * model];
+            mha.Forward(new ReadOnlyTensorSpan<float>(x, [1, prefix, model], default), new TensorSpan<float>(prefixOut, [1, prefix, model], default), cache);
+            var next = new float[model];
+            var nextOut = new float[model];
+            x.AsSpan(prefix * model, model).CopyTo(next);
+            var cached = Runner.Measure(() =>
+            {
+                mha.Forward(new ReadOnlyTensorSpan<float>(next, [1, 1, model], default), new TensorSpan<float>(nextOut, [1, 1, model], default), cache);
+                cache.Trim(0, prefix);
+            }, policy);
+            var fullOut = new float[(prefix + 1) * model];
+            var recompute = Runner.Measure(() =>
+                mha.Forward(new ReadOnlyTensorSpan<float>(x, [1, prefix + 1, model], default), new TensorSpan<float>(fullOut, [1, prefix + 1, model], default)),
+                policy);
+            rows.Add(new CachingRow(prefix, cached, recompute));
+        }
+        return rows;
+    }
+}
