@@ -38,8 +38,6 @@ internal readonly record struct DecodeArgs(int Batch, int QueryLength, int Heads
 /// </summary>
 internal static unsafe class DecodeEngine
 {
-    /// <summary>Keys scored per block (bounded by the score scratch).</summary>
-    private const int Block = 64;
     /// <summary>Fewest keys worth a split of their own.</summary>
     private const int MinKeysPerSplit = 256;
 
@@ -90,6 +88,7 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
     where T : unmanaged where TOps : struct, IVecOps<TV> where TV : struct
 {
     private const int Block = 64;
+    private const int PrefetchBytes = 2048;
     private const float Log2E = 1.44269504088896341f;
     private const float Ln2 = 0.693147180559945309f;
 
@@ -136,7 +135,16 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
         {
             KeyRun run = cache.Runs[r];
             int from = Math.Max(k0, run.Start), to = Math.Min(k1, run.Start + run.Count);
+            if (from >= to) continue;
             T* kBase = cache.Keys + run.Offset + kvh * cache.HeadStride, vBase = cache.Values + run.Offset + kvh * cache.HeadStride;
+            if (r + 1 < cache.RunStart[b + 1])
+            {
+                // Pages of one head are a page stride apart: start the next page's stream early.
+                KeyRun next = cache.Runs[r + 1];
+                nint bytes = Math.Min(PrefetchBytes, (nint)next.Count * d * sizeof(T));
+                Elements.Prefetch(cache.Keys + next.Offset + kvh * cache.HeadStride, bytes);
+                Elements.Prefetch(cache.Values + next.Offset + kvh * cache.HeadStride, bytes);
+            }
             for (int j = from; j < to; j++)
             {
                 nint row = (nint)(j - run.Start) * d;
