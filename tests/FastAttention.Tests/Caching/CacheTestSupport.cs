@@ -196,7 +196,12 @@ internal static class CacheTestSupport
     /// aligned. Output by the element type's policy, LSE by the fp32 policy.
     /// </summary>
     public static void AssertMatchesReference<T>(float[] output, float[]? lse, T[] query, IReadOnlyList<TokenHistory<T>> sequences,
-        int q, int heads, AttentionOptions options, string label) where T : unmanaged
+        int q, int heads, AttentionOptions options, string label) where T : unmanaged =>
+        AssertMatchesReference([(label, output, lse)], query, sequences, q, heads, options);
+
+    /// <summary>As above for several results of the same decode (e.g. contiguous and paged), with the reference computed once.</summary>
+    public static void AssertMatchesReference<T>((string Label, float[] Output, float[]? Lse)[] results, T[] query, IReadOnlyList<TokenHistory<T>> sequences,
+        int q, int heads, AttentionOptions options) where T : unmanaged
     {
         int batch = sequences.Count, hkv = sequences[0].KvHeads, d = sequences[0].HeadDim;
         var lengths = sequences.Select(s => s.Length).ToArray();
@@ -215,16 +220,19 @@ internal static class CacheTestSupport
         var expected = ReferenceAttention.Forward(qf, k, v, shape, scale, mask, wantProbabilities: false);
         int[] outDims = [batch, q, heads, d], lseDims = [batch, heads, q];
         string lens = $"lengths [{string.Join(",", lengths)}]";
-        if (Num.IsHalfPrecision<T>())
+        var naive = Num.IsHalfPrecision<T>() ? ReferenceAttention.NaiveForward<T>(qf, k, v, shape, scale, mask) : null;
+        foreach (var (label, output, lse) in results)
         {
-            var naive = ReferenceAttention.NaiveForward<T>(qf, k, v, shape, scale, mask);
-            Tolerance.AssertWithinNaive(output, expected.Output, naive, $"{label} output ({Num.Name<T>()}, {lens})", outDims);
+            if (naive is not null)
+            {
+                Tolerance.AssertWithinNaive(output, expected.Output, naive, $"{label} output ({Num.Name<T>()}, {lens})", outDims);
+            }
+            else
+            {
+                Tolerance.AssertClose(output, expected.Output, $"{label} output (fp32, {lens})", outDims);
+            }
+            if (lse is not null) Tolerance.AssertClose(lse, expected.LogSumExp, $"{label} logSumExp ({lens})", lseDims);
         }
-        else
-        {
-            Tolerance.AssertClose(output, expected.Output, $"{label} output (fp32, {lens})", outDims);
-        }
-        if (lse is not null) Tolerance.AssertClose(lse, expected.LogSumExp, $"{label} logSumExp ({lens})", lseDims);
     }
 
     /// <summary>Runs decode over a contiguous cache into NaN-filled destinations; returns output and LSE as floats.</summary>

@@ -168,6 +168,32 @@ public sealed class DecodeArgumentTests
         Rejects<ArgumentException>(new Call { Paged = true, Sequences = [0] }, "query", "B = 1");
 
     [Test]
+    public void HeadDimAboveTheMaximumIsRejected()
+    {
+        int d = CpuAttention.MaxHeadDim + 8;
+        var cache = new KvCache<float>(1, 4, 1, d);
+        var q = new float[2 * d];
+        var o = Num.Filled<float>(2 * d, Sentinel);
+        var ex = Assert.Throws<ArgumentException>(() => CpuAttention.Decode<float>(Views.Bshd(q, 1, 1, 2, d), cache, Views.Bshd(o, 1, 1, 2, d)))!;
+        Assert.That(ex.ParamName, Is.EqualTo("query"));
+        Assert.That(ex.Message, Does.Contain($"{d}").And.Contain($"{CpuAttention.MaxHeadDim}"));
+        Assert.That(o, Is.All.EqualTo(Sentinel));
+    }
+
+    [Test]
+    public void OutputWithOverlappingStrideIsRejected()
+    {
+        var cache = new KvCache<float>(B, 8, Hkv, D);
+        var q = new float[B * Q * H * D];
+        var o = Num.Filled<float>(Q * H * D, Sentinel);
+        var ex = Assert.Throws<ArgumentException>(() => CpuAttention.Decode<float>(Views.Bshd(q, B, Q, H, D), cache,
+            new TensorSpan<float>(o, [B, Q, H, D], [0, H * D, D, 1])))!;
+        Assert.That(ex.ParamName, Is.EqualTo("output"));
+        Assert.That(ex.Message, Does.Contain("stride 0"));
+        Assert.That(o, Is.All.EqualTo(Sentinel));
+    }
+
+    [Test]
     public void NullCacheIsRejected()
     {
         var o = Num.Filled<float>(B * Q * H * D, Sentinel);

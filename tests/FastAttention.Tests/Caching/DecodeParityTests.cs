@@ -4,7 +4,7 @@
 // A covering set, not a cartesian product: every head dim (32/64/80/128/256), GQA ratio (1/4/8, MQA),
 // query count (1/2/5/16), page size (8/16/64/256) and element type appears, with lengths 0, 1, 2, page
 // multiples and odd sizes up to ~5000, causal on/off, sliding windows (both sides, one side, (0,0)),
-// q > length, custom and negative scales and 1..16 workers (so 1..20 key splits).
+// q > length, a 130-row prefill chunk, zero, custom and negative scales and 1..16 workers (so 1..20 key splits).
 
 using FastAttention.Cpu.Caching;
 using FastAttention.Tests.Reference;
@@ -47,6 +47,8 @@ public sealed class DecodeParityTests
         new("f32", [511, 512, 513], 4, 4, 64, 2, false, -1, -1, 256, Scale: -0.3f),
         new("f32", [640, 77], 2, 2, 64, 1, false, 200, -1, 16, Scale: 0.9f, Sigma: 3),
         new("f32", [64, 16, 8], 8, 1, 32, 1, true, -1, 3, 8, Parallelism: 3),
+        new("f32", [1000, 130, 129], 8, 2, 64, 130, true, -1, -1, 16),           // a prefill chunk: q > block, q >= length
+        new("bf16", [77, 300], 4, 2, 64, 2, true, -1, -1, 16, Scale: 0f),
         new("f16", [2000, 77], 8, 2, 128, 1, false, -1, -1, 16),
         new("f16", [513, 5], 4, 1, 80, 5, true, 64, -1, 64),
         new("f16", [1500], 4, 4, 256, 2, true, -1, -1, 256, Parallelism: 8),
@@ -92,8 +94,7 @@ public sealed class DecodeParityTests
         var options = c.Options;
         var (o1, l1) = CacheTestSupport.Decode(contiguous, query, c.Q, c.H, options);
         var (o2, l2) = CacheTestSupport.Decode(paged, ids, query, c.Q, c.H, options);
-        CacheTestSupport.AssertMatchesReference(o1, l1, query, histories, c.Q, c.H, options, $"KvCache {c}");
-        CacheTestSupport.AssertMatchesReference(o2, l2, query, histories, c.Q, c.H, options, $"PagedKvCache {c}");
+        CacheTestSupport.AssertMatchesReference([($"KvCache {c}", o1, l1), ($"PagedKvCache {c}", o2, l2)], query, histories, c.Q, c.H, options);
         // Keys are visited in the same position order in 64-key blocks either way, so the results agree bit for bit.
         Tolerance.AssertBitwiseEqual(o2, o1, "paged vs contiguous output", [batch, c.Q, c.H, c.D]);
         AssertSameLse(l2, l1, [batch, c.H, c.Q]);
