@@ -419,7 +419,8 @@ public sealed class PageAllocatorTests
 
     /// <summary>
     /// Lengths near <see cref="int.MaxValue"/> with huge pages: an append whose length fits in an int must
-    /// get ceil(length / pageSize) pages, and one whose length would overflow must be rejected.
+    /// get ceil(length / pageSize) pages, one whose length would overflow must be rejected, and a trim near
+    /// 2^31 keeps the pages it needs (Append and Trim compute <c>length + PageSize - 1</c> in int).
     /// </summary>
     [Test]
     public void AppendNearIntMaxValueDoesNotOverflow()
@@ -437,6 +438,10 @@ public sealed class PageAllocatorTests
         string before = CacheTestSupport.Snapshot(a);
         Assert.Throws<ArgumentOutOfRangeException>(() => a.Append(t, int.MaxValue - 3), "length 2^31 + 1 does not fit an int");
         Assert.That(CacheTestSupport.Snapshot(a), Is.EqualTo(before));
+
+        a.Trim(s, int.MaxValue - 1);
+        Assert.That(a.BlockTable(s).Length, Is.EqualTo(2), "trim near 2^31 keeps ceil(length / pageSize) pages");
+        Assert.That(a.RefCount(a.BlockTable(s)[1]), Is.EqualTo(1));
     }
 
     /// <summary>
