@@ -19,6 +19,45 @@ internal static class Views
         return new TensorSpan<T>(data, lengths, s);
     }
 
+    /// <summary>
+    /// A non-contiguous copy of <paramref name="logical"/> (row-major over <paramref name="lengths"/>):
+    /// axes are laid out in memory in <paramref name="memoryOrder"/> (outermost first), the innermost
+    /// with stride <paramref name="innerStep"/>, each outer stride padded by <paramref name="pad"/>
+    /// elements; every gap holds <paramref name="filler"/>. A tensor with a zero-length axis gets an
+    /// empty array and all-zero strides (what System.Numerics.Tensors 10 accepts).
+    /// </summary>
+    public static TensorSpan<T> Scattered<T>(T[] logical, int[] lengths, int[] memoryOrder, int innerStep, int pad, T filler, out T[] storage)
+    {
+        int rank = lengths.Length;
+        var l = lengths.Select(x => (nint)x).ToArray();
+        if (lengths.Any(x => x == 0))
+        {
+            storage = [];
+            return new TensorSpan<T>(storage, l, new nint[rank]);
+        }
+        var strides = new nint[rank];
+        nint stride = innerStep;
+        for (int k = rank - 1; k >= 0; k--)
+        {
+            int axis = memoryOrder[k];
+            strides[axis] = stride;
+            stride = stride * lengths[axis] + pad;
+        }
+        nint size = 1;
+        for (int a = 0; a < rank; a++) size += (lengths[a] - 1) * strides[a];
+        storage = new T[size];
+        Array.Fill(storage, filler);
+        var idx = new int[rank];
+        for (int flat = 0; flat < logical.Length; flat++)
+        {
+            nint offset = 0;
+            for (int a = 0; a < rank; a++) offset += idx[a] * strides[a];
+            storage[offset] = logical[flat];
+            for (int a = rank - 1; a >= 0 && ++idx[a] == lengths[a]; a--) idx[a] = 0;
+        }
+        return Strided(storage, l, strides);
+    }
+
     /// <summary>Contiguous <c>[B, S, H, D]</c>.</summary>
     public static TensorSpan<T> Bshd<T>(T[] data, int b, int s, int h, int d) =>
         Strided(data, [b, s, h, d], [(nint)s * h * d, (nint)h * d, d, 1]);
