@@ -216,6 +216,10 @@ public static class CpuAttention
             throw new ArgumentException($"query must be rank 4 [B, q, H, D], got rank {query.Rank}.", nameof(query));
         }
         var l = query.Lengths;
+        if (l[0] < 1)
+        {
+            throw new ArgumentException($"query dimension 0 (batch) has size {l[0]}; decode needs at least one sequence.", nameof(query));
+        }
         if (l[0] != batch || l[1] < 1 || l[3] != headDim || l[2] < 1 || l[2] % kvHeads != 0)
         {
             throw new ArgumentException(

@@ -128,6 +128,11 @@ public sealed class PageAllocator
     {
         ArgumentOutOfRangeException.ThrowIfNegative(tokens);
         var seq = Get(sequence, nameof(sequence));
+        if ((long)seq.Length + tokens > int.MaxValue)
+        {
+            throw new ArgumentOutOfRangeException(nameof(tokens), tokens,
+                $"Appending {tokens} tokens to sequence {sequence} (length {seq.Length}) would pass {int.MaxValue} tokens. Nothing was appended.");
+        }
         int needed = PagesNeeded(seq, tokens);
         if (needed > _free.Count)
         {
@@ -146,7 +151,7 @@ public sealed class PageAllocator
             copy = new PageCopy(shared, fresh, filled);
         }
         int start = seq.Length;
-        int pagesAfter = (start + tokens + PageSize - 1) / PageSize;
+        int pagesAfter = (int)PagesFor(start + tokens);
         while (seq.Pages.Count < pagesAfter) seq.Pages.Add(Take());
         seq.Length = start + tokens;
         return new AppendPlacement(start, tokens, copy);
@@ -162,7 +167,7 @@ public sealed class PageAllocator
         {
             throw new ArgumentOutOfRangeException(nameof(length), length, $"length must be in [0, {seq.Length}] for sequence {sequence}.");
         }
-        int keep = (length + PageSize - 1) / PageSize;
+        int keep = (int)PagesFor(length);
         for (int i = seq.Pages.Count - 1; i >= keep; i--)
         {
             Release(seq.Pages[i]);
@@ -176,9 +181,11 @@ public sealed class PageAllocator
         if (tokens == 0) return 0;
         int filled = seq.Length % PageSize;
         int cow = filled != 0 && _refCounts[seq.Pages[^1]] > 1 ? 1 : 0;
-        int pagesAfter = (int)(((long)seq.Length + tokens + PageSize - 1) / PageSize);
-        return pagesAfter - seq.Pages.Count + cow;
+        return (int)Math.Min(int.MaxValue, PagesFor((long)seq.Length + tokens) - seq.Pages.Count + cow);
     }
+
+    /// <summary>Pages holding <paramref name="tokens"/> tokens (computed in 64 bits: lengths reach int.MaxValue).</summary>
+    private long PagesFor(long tokens) => (tokens + PageSize - 1) / PageSize;
 
     private int Take()
     {
