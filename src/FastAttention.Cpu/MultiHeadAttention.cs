@@ -21,7 +21,7 @@ public sealed class MultiHeadAttention
     private readonly float[] _wqkv, _bqkv, _wo, _bo;
     private readonly IAttentionBackend _backend;
     private readonly int _parallelism;
-    private float[] _projected = [], _attended = [];
+    private float[] _projected = [], _attended = [], _inputCopy = [], _contextCopy = [], _outputCopy = [];
     private (int Sq, int Sk, BlockSparseMask? Mask) _blockMask;
 
     /// <summary>Creates a module with zero weights (set them with <see cref="SetWeights"/>, <see cref="LoadWeights"/> or <see cref="InitializeRandom"/>).</summary>
@@ -29,6 +29,7 @@ public sealed class MultiHeadAttention
     /// <param name="backend">Compute backend; null = <see cref="CpuBackend"/>.</param>
     /// <param name="maxDegreeOfParallelism">Worker threads for attention; -1 = all processors.</param>
     /// <exception cref="ArgumentNullException"><paramref name="config"/> is null.</exception>
+    /// <exception cref="ArgumentException">The head dim exceeds <see cref="CpuAttention.MaxHeadDim"/>.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxDegreeOfParallelism"/> is 0 or below -1.</exception>
     public MultiHeadAttention(AttentionConfig config, IAttentionBackend? backend = null, int maxDegreeOfParallelism = -1)
     {
@@ -36,6 +37,11 @@ public sealed class MultiHeadAttention
         if (maxDegreeOfParallelism == 0 || maxDegreeOfParallelism < -1)
         {
             throw new ArgumentOutOfRangeException(nameof(maxDegreeOfParallelism), maxDegreeOfParallelism, "must be -1 or >= 1.");
+        }
+        if (config.HeadDim > CpuAttention.MaxHeadDim)
+        {
+            throw new ArgumentException(
+                $"config.HeadDim = {config.HeadDim} exceeds the CPU engine's maximum of {CpuAttention.MaxHeadDim} (decode and the CPU backend run on it).", nameof(config));
         }
         Config = config;
         _parallelism = maxDegreeOfParallelism;
@@ -98,13 +104,14 @@ public sealed class MultiHeadAttention
         }
     }
 
-    /// <summary>Xavier-uniform weights and zero biases from a seed (reproducible).</summary>
+    /// <summary>Xavier-uniform weights (U(-a, a), a = sqrt(6 / (in + out)) per matrix) and zero biases from a seed (reproducible).</summary>
     public void InitializeRandom(int seed)
     {
         var random = new Random(seed);
         int model = Config.ModelDim;
-        Fill(_wqkv, random, MathF.Sqrt(6f / (model + QueryWidth)));
-        Fill(_wo, random, MathF.Sqrt(6f / (model + QueryWidth)));
+        Fill(_wqkv.AsSpan(0, QueryWidth * model), random, Xavier(model, QueryWidth));
+        Fill(_wqkv.AsSpan(QueryWidth * model), random, Xavier(model, KvWidth));
+        Fill(_wo, random, Xavier(QueryWidth, model));
         Array.Clear(_bqkv);
         Array.Clear(_bo);
     }
@@ -181,14 +188,18 @@ public sealed class MultiHeadAttention
         }
         AttentionShape.RequireDestination(output, [batch, sq, Config.ModelDim], nameof(output), "[B, Sq, modelDim]");
         var shape = new AttentionShape(batch, sq, sk, Config.Heads, Config.KvHeads, Config.HeadDim);
-        var options = Options(sq, sk) is var o ? o with { Mask = o.Mask with { KeyLengths = keyLengths, QueryLengths = queryLengths } } : null!;
-        shape.RequireMaskFits(options.Mask, keyLengths is not null ? nameof(keyLengths) : nameof(queryLengths));
+        shape.RequireMaskFits(new AttentionMask { KeyLengths = keyLengths }, nameof(keyLengths));
+        shape.RequireMaskFits(new AttentionMask { QueryLengths = queryLengths }, nameof(queryLengths));
+        var baseOptions = Options(sq, sk);
+        var options = baseOptions with { Mask = baseOptions.Mask with { KeyLengths = keyLengths, QueryLengths = queryLengths } };
         if (probabilities.Rank != 0)
         {
             AttentionShape.RequireDestination(probabilities, [batch, Config.Heads, sq, sk], nameof(probabilities), "[B, H, Sq, Sk]");
         }
 
         int model = Config.ModelDim, d = Config.HeadDim;
+        input = Contiguous(input, ref _inputCopy);
+        if (cross) context = Contiguous(context, ref _contextCopy);
         TensorSpan<float> q, k, v;
         if (!cross)
         {
@@ -212,7 +223,7 @@ public sealed class MultiHeadAttention
         }
         var attended = Buffer(ref _attended, batch * sq * QueryWidth);
         _backend.Attention(q, k, v, TensorLayouts.Bshd(attended, batch, sq, Config.Heads, d), options, probabilities);
-        _backend.Linear(Tensor(attended, [batch, sq, QueryWidth]), _wo, _bo, output);
+        Project(attended, batch, sq, output);
     }
 
     /// <summary>
@@ -240,7 +251,7 @@ public sealed class MultiHeadAttention
         cache.Append(Heads(qkv, QueryWidth, batch, n, Config.KvHeads, FusedWidth), Heads(qkv, QueryWidth + KvWidth, batch, n, Config.KvHeads, FusedWidth));
         var attended = Buffer(ref _attended, batch * n * QueryWidth);
         CpuAttention.Decode(Heads(qkv, 0, batch, n, Config.Heads, FusedWidth), cache, TensorLayouts.Bshd(attended, batch, n, Config.Heads, Config.HeadDim), Options(0, 0));
-        _backend.Linear(Tensor(attended, [batch, n, QueryWidth]), _wo, _bo, output);
+        Project(attended, batch, n, output);
     }
 
     /// <summary>Incremental forward over a paged cache: batch entry b appends to and reads sequence <c>sequences[b]</c>.</summary>
@@ -254,16 +265,15 @@ public sealed class MultiHeadAttention
     {
         ArgumentNullException.ThrowIfNull(cache);
         var (batch, n) = PrepareIncremental(input, output, sequences.Length, cache.KvHeads, cache.HeadDim, nameof(cache));
-        int needed = 0;
         foreach (int s in sequences)
         {
             if (!cache.Allocator.Sequences.Contains(s)) throw new ArgumentException($"Sequence {s} is not live in the cache.", nameof(sequences));
-            needed += cache.Allocator.PagesNeeded(s, n);
         }
         if (sequences.ToArray().Distinct().Count() != sequences.Length)
         {
             throw new ArgumentException("sequences must be distinct.", nameof(sequences));
         }
+        int needed = PagesForBatch(cache.Allocator, sequences, n);
         if (needed > cache.Allocator.FreePages)
         {
             throw new ArgumentOutOfRangeException(nameof(cache), $"The batch needs {needed} free pages; the pool has {cache.Allocator.FreePages}. Nothing was appended.");
@@ -276,7 +286,36 @@ public sealed class MultiHeadAttention
         }
         var attended = Buffer(ref _attended, batch * n * QueryWidth);
         CpuAttention.Decode(Heads(qkv, 0, batch, n, Config.Heads, FusedWidth), cache, sequences, TensorLayouts.Bshd(attended, batch, n, Config.Heads, Config.HeadDim), Options(0, 0));
-        _backend.Linear(Tensor(attended, [batch, n, QueryWidth]), _wo, _bo, output);
+        Project(attended, batch, n, output);
+    }
+
+    /// <summary>
+    /// Free pages the batch's appends take, in order: new pages plus copy-on-write copies. When all r
+    /// holders of a shared, partly filled last page append, only the first r - 1 copy it; the last
+    /// one then owns it and writes in place.
+    /// </summary>
+    private static int PagesForBatch(FastAttention.Caching.PageAllocator allocator, ReadOnlySpan<int> sequences, int tokens)
+    {
+        if (tokens == 0) return 0;
+        int needed = 0;
+        var sharedHolders = new Dictionary<int, int>();
+        foreach (int s in sequences)
+        {
+            int pages = allocator.PagesNeeded(s, tokens);
+            var table = allocator.BlockTable(s);
+            if (allocator.Length(s) % allocator.PageSize != 0 && allocator.RefCount(table[^1]) > 1)
+            {
+                pages--;   // the copy is counted per shared page below
+                sharedHolders[table[^1]] = sharedHolders.GetValueOrDefault(table[^1]) + 1;
+            }
+            needed += pages;
+        }
+        foreach (var (page, holders) in sharedHolders)
+        {
+            int refs = allocator.RefCount(page);
+            needed += holders < refs ? holders : refs - 1;
+        }
+        return needed;
     }
 
     private (int Batch, int N) PrepareIncremental(ReadOnlyTensorSpan<float> input, TensorSpan<float> output, int batch, int kvHeads, int headDim, string cacheName)
@@ -298,8 +337,43 @@ public sealed class MultiHeadAttention
     private Span<float> ProjectNew(ReadOnlyTensorSpan<float> input, int batch, int n)
     {
         var qkv = Buffer(ref _projected, batch * n * FusedWidth);
-        _backend.Linear(input, _wqkv, _bqkv, Tensor(qkv, [batch, n, FusedWidth]));
+        _backend.Linear(Contiguous(input, ref _inputCopy), _wqkv, _bqkv, Tensor(qkv, [batch, n, FusedWidth]));
         return qkv;
+    }
+
+    /// <summary>output = attended · Woᵀ + bo; a strided output is filled from a contiguous staging buffer.</summary>
+    private void Project(Span<float> attended, int batch, int seq, TensorSpan<float> output)
+    {
+        var source = Tensor(attended, [batch, seq, QueryWidth]);
+        if (IsContiguous(output.Lengths, output.Strides))
+        {
+            _backend.Linear(source, _wo, _bo, output);
+            return;
+        }
+        var staged = Tensor(Buffer(ref _outputCopy, batch * seq * Config.ModelDim), [batch, seq, Config.ModelDim]);
+        _backend.Linear(source, _wo, _bo, staged);
+        staged.CopyTo(output);
+    }
+
+    /// <summary>The tensor itself when it is contiguous <c>[B, S, F]</c>, else a contiguous copy in <paramref name="copy"/>.</summary>
+    private static ReadOnlyTensorSpan<float> Contiguous(ReadOnlyTensorSpan<float> t, ref float[] copy)
+    {
+        if (IsContiguous(t.Lengths, t.Strides)) return t;
+        var lengths = t.Lengths.ToArray();
+        var dense = Tensor(Buffer(ref copy, (int)t.FlattenedLength), lengths);
+        t.CopyTo(dense);
+        return dense;
+    }
+
+    private static bool IsContiguous(ReadOnlySpan<nint> lengths, ReadOnlySpan<nint> strides)
+    {
+        nint expected = 1;
+        for (int i = lengths.Length - 1; i >= 0; i--)
+        {
+            if (lengths[i] > 1 && strides[i] != expected) return false;
+            expected *= lengths[i];
+        }
+        return true;
     }
 
     private AttentionOptions Options(int sq, int sk)
@@ -346,7 +420,9 @@ public sealed class MultiHeadAttention
 
     private int[] Header() => [Config.ModelDim, Config.Heads, Config.KvHeads, Config.HeadDim, Config.Bias ? 1 : 0];
 
-    private static void Fill(float[] array, Random random, float limit)
+    private static float Xavier(int fanIn, int fanOut) => MathF.Sqrt(6f / (fanIn + fanOut));
+
+    private static void Fill(Span<float> array, Random random, float limit)
     {
         for (int i = 0; i < array.Length; i++) array[i] = (float)(random.NextDouble() * 2 - 1) * limit;
     }

@@ -557,39 +557,15 @@ public sealed class ModuleDecodeTests
         state.AssertUnchanged(cache);
     }
 
-    [TestCase("full forward")]
-    [TestCase("contiguous cache")]
-    [TestCase("paged cache")]
-    public void HeadDimTheEngineRejectsChangesNothing(string path)
+    [Test]
+    public void HeadDimTheEngineRejectsFailsAtConstruction()
     {
-        // D = 600 is a valid config but above CpuAttention.MaxHeadDim (512): every path must refuse it
-        // before anything changes (no cache append, no output or probabilities written).
+        // D = 600 is a valid config but above CpuAttention.MaxHeadDim (512): the module refuses it when
+        // built, so no forward (full, contiguous cache, paged cache) can start work and then fail.
         var c = new AttentionConfig(16, 1, headDim: CpuAttention.MaxHeadDim + 88, causal: true);
-        var m = ModuleData.Create(c, 56);
-        var x = ModuleData.Input(1, 2, 16, 57);
-        var y = ModuleData.Filled(x.Length, ModuleData.Sentinel);
-        switch (path)
-        {
-            case "full forward":
-                var p = ModuleData.Filled(4, ModuleData.Sentinel);
-                Assert.Catch<ArgumentException>(() => m.Forward(ModuleData.Act(x, 1, 2, 16), ModuleData.Act(y, 1, 2, 16), default, null, null, Views.Bhqk(p, 1, 1, 2, 2)));
-                ModuleData.AssertAll(p, ModuleData.Sentinel, "probabilities must be untouched");
-                break;
-            case "contiguous cache":
-                var cache = new KvCache<float>(1, 8, c.KvHeads, c.HeadDim);
-                var state = new KvState(cache);
-                Assert.Catch<ArgumentException>(() => m.Forward(ModuleData.Act(x, 1, 2, 16), ModuleData.Act(y, 1, 2, 16), cache));
-                state.AssertUnchanged(cache);
-                break;
-            default:
-                var paged = new PagedKvCache<float>(4, 4, c.KvHeads, c.HeadDim);
-                int[] seqs = [paged.CreateSequence()];
-                var pstate = new PagedState(paged);
-                Assert.Catch<ArgumentException>(() => m.Forward(ModuleData.Act(x, 1, 2, 16), ModuleData.Act(y, 1, 2, 16), paged, seqs));
-                pstate.AssertUnchanged(paged);
-                break;
-        }
-        ModuleData.AssertAll(y, ModuleData.Sentinel, "output must be untouched");
+        var e = Assert.Throws<ArgumentException>(() => _ = new MultiHeadAttention(c));
+        Assert.That(e!.ParamName, Is.EqualTo("config"));
+        Assert.That(e.Message, Does.Contain("600").And.Contain("512"));
     }
 
     private static IEnumerable<TestCaseData> KvCacheShapeErrors()

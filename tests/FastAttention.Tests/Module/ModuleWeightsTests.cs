@@ -300,11 +300,12 @@ public sealed class ModuleWeightsTests
         m.InitializeRandom(3);
         var w = ModuleData.Snapshot(m);
         for (int i = 4; i < 8; i++) Assert.That(w[i], Is.All.EqualTo(0f), $"{ModuleData.WeightNames[i]} is zero");
-        // Xavier-uniform for [out, in] = [H·D, modelDim] (and Wo [modelDim, H·D]): U(-a, a), a = sqrt(6 / (30 + 42)).
-        double limit = Math.Sqrt(6.0 / (30 + 42));
+        // Xavier-uniform per matrix: U(-a, a), a = sqrt(6 / (in + out)): Wq [42, 30], Wk/Wv [14, 30] (GQA), Wo [30, 42].
+        double[] limits = [Math.Sqrt(6.0 / (30 + 42)), Math.Sqrt(6.0 / (30 + 14)), Math.Sqrt(6.0 / (30 + 14)), Math.Sqrt(6.0 / (30 + 42))];
         for (int i = 0; i < 4; i++)
         {
             var a = w[i];
+            double limit = limits[i];
             Assert.That(a.Max(Math.Abs), Is.LessThanOrEqualTo(limit * (1 + 1e-6)), $"{ModuleData.WeightNames[i]} within ±{limit}");
             Assert.That(a.Max(Math.Abs), Is.GreaterThan(limit * 0.9), $"{ModuleData.WeightNames[i]} spans the range");
             double mean = a.Average(v => (double)v), meanSquare = a.Average(v => (double)v * v);
