@@ -68,7 +68,7 @@ public static class CpuAttention
         }
         shape.RequireMaskFits(options.Mask, nameof(options));
 
-        var args = new FlashArgs(shape, options.ResolveScale(shape.HeadDim), options.Mask, options.ResolveParallelism());
+        var args = new FlashArgs(shape, options.ResolveScale(shape.HeadDim), options.Mask, options.ResolveParallelism(), options.Width);
         FlashEngine.Run(args, query, key, value, output, logSumExp, wantLse, probabilities, wantProbs);
     }
 
@@ -240,7 +240,7 @@ public static class CpuAttention
         {
             AttentionShape.RequireDestination(logSumExp, [l[0], l[2], l[1]], nameof(logSumExp), "[B, H, q]");
         }
-        return new DecodeArgs((int)l[0], (int)l[1], (int)l[2], kvHeads, headDim, options.ResolveScale(headDim), mask, options.ResolveParallelism());
+        return new DecodeArgs((int)l[0], (int)l[1], (int)l[2], kvHeads, headDim, options.ResolveScale(headDim), mask, options.ResolveParallelism(), options.Width);
     }
 
     private static unsafe void RunDecode<T>(DecodeArgs args, ReadOnlyTensorSpan<T> query, TensorSpan<T> output, TensorSpan<float> logSumExp,

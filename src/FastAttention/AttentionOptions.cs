@@ -2,6 +2,15 @@
 
 namespace FastAttention;
 
+/// <summary>Vector width of the CPU kernels.</summary>
+internal enum VectorWidth
+{
+    Auto,
+    V512,
+    V256,
+    V128,
+}
+
 /// <summary>Options of one attention forward call.</summary>
 public sealed record AttentionOptions
 {
@@ -39,6 +48,13 @@ public sealed record AttentionOptions
                 $"{nameof(MaxDegreeOfParallelism)} must be -1 (all processors) or >= 1, got {value}.")
             : value;
     }
+
+    /// <summary>
+    /// Vector width the CPU kernels use; <see cref="VectorWidth.Auto"/> = the widest the processor
+    /// accelerates. Internal: tests force the narrower paths so AVX2-only and 128-bit machines' code is
+    /// checked on this one.
+    /// </summary>
+    internal VectorWidth Width { get; init; }
 
     /// <summary>The scale to use for head dimension <paramref name="headDim"/>.</summary>
     public float ResolveScale(int headDim) => _scale ?? 1f / MathF.Sqrt(headDim);

@@ -27,7 +27,7 @@ internal sealed unsafe class CacheSource<T> where T : unmanaged
 }
 
 /// <summary>Validated parameters of one decode call.</summary>
-internal readonly record struct DecodeArgs(int Batch, int QueryLength, int Heads, int KvHeads, int HeadDim, float Scale, AttentionMask Mask, int Parallelism);
+internal readonly record struct DecodeArgs(int Batch, int QueryLength, int Heads, int KvHeads, int HeadDim, float Scale, AttentionMask Mask, int Parallelism, VectorWidth Width = VectorWidth.Auto);
 
 /// <summary>
 /// Decode attention over a cache, split over the key axis so one sequence uses every core: each
@@ -43,9 +43,12 @@ internal static unsafe class DecodeEngine
 
     public static void Run<T>(DecodeArgs args, View<T> q, View<T> o, View<float> lse, CacheSource<T> cache) where T : unmanaged
     {
-        if (Vector512.IsHardwareAccelerated) Run<T, V512, Vector512<float>>(args, q, o, lse, cache);
-        else if (Vector256.IsHardwareAccelerated) Run<T, V256, Vector256<float>>(args, q, o, lse, cache);
-        else Run<T, V128, Vector128<float>>(args, q, o, lse, cache);
+        switch (Widths.Resolve(args.Width))
+        {
+            case VectorWidth.V512: Run<T, V512, Vector512<float>>(args, q, o, lse, cache); break;
+            case VectorWidth.V256: Run<T, V256, Vector256<float>>(args, q, o, lse, cache); break;
+            default: Run<T, V128, Vector128<float>>(args, q, o, lse, cache); break;
+        }
     }
 
     private static void Run<T, TOps, TV>(DecodeArgs a, View<T> q, View<T> o, View<float> lse, CacheSource<T> cache)

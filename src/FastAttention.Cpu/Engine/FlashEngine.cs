@@ -7,7 +7,7 @@ using System.Runtime.Intrinsics;
 namespace FastAttention.Cpu.Engine;
 
 /// <summary>Validated parameters of one forward call.</summary>
-internal readonly record struct FlashArgs(AttentionShape Shape, float Scale, AttentionMask Mask, int Parallelism);
+internal readonly record struct FlashArgs(AttentionShape Shape, float Scale, AttentionMask Mask, int Parallelism, VectorWidth Width = VectorWidth.Auto);
 
 /// <summary>
 /// The CPU flash-attention forward.
@@ -30,12 +30,12 @@ internal static unsafe class FlashEngine
     public static void Run<T>(FlashArgs args, ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v,
         TensorSpan<T> o, TensorSpan<float> lse, bool wantLse, TensorSpan<float> probs, bool wantProbs) where T : unmanaged
     {
-        if (Vector512.IsHardwareAccelerated)
-            Run<T, V512, Vector512<float>>(args, q, k, v, o, lse, wantLse, probs, wantProbs);
-        else if (Vector256.IsHardwareAccelerated)
-            Run<T, V256, Vector256<float>>(args, q, k, v, o, lse, wantLse, probs, wantProbs);
-        else
-            Run<T, V128, Vector128<float>>(args, q, k, v, o, lse, wantLse, probs, wantProbs);
+        switch (Widths.Resolve(args.Width))
+        {
+            case VectorWidth.V512: Run<T, V512, Vector512<float>>(args, q, k, v, o, lse, wantLse, probs, wantProbs); break;
+            case VectorWidth.V256: Run<T, V256, Vector256<float>>(args, q, k, v, o, lse, wantLse, probs, wantProbs); break;
+            default: Run<T, V128, Vector128<float>>(args, q, k, v, o, lse, wantLse, probs, wantProbs); break;
+        }
     }
 
     private static void Run<T, TOps, TV>(FlashArgs args, ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v,

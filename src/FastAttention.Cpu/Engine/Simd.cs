@@ -4,6 +4,19 @@ using System.Runtime.Intrinsics;
 
 namespace FastAttention.Cpu.Engine;
 
+/// <summary>Picks the vector width of a call.</summary>
+internal static class Widths
+{
+    /// <summary><see cref="VectorWidth.Auto"/> becomes the widest width the processor accelerates.</summary>
+    public static VectorWidth Resolve(VectorWidth requested) => requested switch
+    {
+        VectorWidth.Auto when Vector512.IsHardwareAccelerated => VectorWidth.V512,
+        VectorWidth.Auto when Vector256.IsHardwareAccelerated => VectorWidth.V256,
+        VectorWidth.Auto => VectorWidth.V128,
+        _ => requested,
+    };
+}
+
 /// <summary>
 /// Float vector operations of one width. Implemented by empty structs so generic code specialised on
 /// them is compiled once per width with every call inlined (no virtual dispatch).

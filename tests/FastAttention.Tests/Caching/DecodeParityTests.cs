@@ -74,7 +74,32 @@ public sealed class DecodeParityTests
         }
     }
 
-    private static void Run<T>(DecodeCase c, int index) where T : unmanaged
+    /// <summary>Every other case with the 256- and 128-bit kernels forced.</summary>
+    private static IEnumerable<TestCaseData> NarrowWidthSource()
+    {
+        for (int i = 0; i < Cases.Length; i += 2)
+        {
+            foreach (int bits in new[] { 256, 128 })
+            {
+                yield return new TestCaseData(Cases[i], i, bits).SetName($"DecodeAt{bits}Bits({Cases[i]})");
+            }
+        }
+    }
+
+    [TestCaseSource(nameof(NarrowWidthSource))]
+    public void MatchesReferenceAtNarrowerVectorWidths(DecodeCase c, int index, int bits)
+    {
+        var width = bits == 256 ? VectorWidth.V256 : VectorWidth.V128;
+        switch (c.DType)
+        {
+            case "f32": Run<float>(c, index, width); break;
+            case "f16": Run<Half>(c, index, width); break;
+            case "bf16": Run<BFloat16>(c, index, width); break;
+            default: Assert.Fail($"unknown dtype {c.DType}"); break;
+        }
+    }
+
+    private static void Run<T>(DecodeCase c, int index, VectorWidth width = VectorWidth.Auto) where T : unmanaged
     {
         var rng = new Rng(5000 + (ulong)index);
         int batch = c.Lengths.Length;
@@ -91,7 +116,7 @@ public sealed class DecodeParityTests
         CacheTestSupport.PoisonUnused(paged);
 
         var query = rng.Normal<T>(batch * c.Q * c.H * c.D);
-        var options = c.Options;
+        var options = c.Options with { Width = width };
         var (o1, l1) = CacheTestSupport.Decode(contiguous, query, c.Q, c.H, options);
         var (o2, l2) = CacheTestSupport.Decode(paged, ids, query, c.Q, c.H, options);
         CacheTestSupport.AssertMatchesReference([($"KvCache {c}", o1, l1), ($"PagedKvCache {c}", o2, l2)], query, histories, c.Q, c.H, options);

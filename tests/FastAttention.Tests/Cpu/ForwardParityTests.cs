@@ -127,12 +127,38 @@ public sealed class ForwardParityTests
         }
     }
 
-    private static void Run<T>(ParityCase c, int index) where T : unmanaged
+    /// <summary>Every third case again with the 256- and 128-bit kernels forced (AVX2-only and 128-bit SIMD machines).</summary>
+    private static IEnumerable<TestCaseData> NarrowWidthCases()
+    {
+        for (int i = 0; i < Cases.Length; i += 3)
+        {
+            foreach (int bits in new[] { 256, 128 })
+            {
+                yield return new TestCaseData(i, bits).SetName($"ParityAt{bits}Bits({Cases[i]})");
+            }
+        }
+    }
+
+    [TestCaseSource(nameof(NarrowWidthCases))]
+    public void ParityAtNarrowerVectorWidths(int index, int bits)
+    {
+        var c = Cases[index];
+        var width = bits == 256 ? VectorWidth.V256 : VectorWidth.V128;
+        switch (c.DType)
+        {
+            case "f32": Run<float>(c, index, width); break;
+            case "f16": Run<Half>(c, index, width); break;
+            case "bf16": Run<BFloat16>(c, index, width); break;
+            default: Assert.Fail($"unknown dtype {c.DType}"); break;
+        }
+    }
+
+    private static void Run<T>(ParityCase c, int index, VectorWidth width = VectorWidth.Auto) where T : unmanaged
     {
         var shape = new AttentionShape(c.B, c.Sq, c.Sk, c.H, c.Hkv, c.D);
         ulong seed = 1000 + (ulong)index;
         var inputs = AttentionInputs<T>.Random(shape, seed);
-        var options = new AttentionOptions { Mask = MaskSpec.Build(c.Mask, shape, seed), Scale = c.Scale };
+        var options = new AttentionOptions { Mask = MaskSpec.Build(c.Mask, shape, seed), Scale = c.Scale, Width = width };
         var actual = inputs.Run(options, c.Lse, c.Probs);
         inputs.AssertMatchesReference(actual, options, c.ToString());
     }
