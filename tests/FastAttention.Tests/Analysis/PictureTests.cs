@@ -54,6 +54,35 @@ public sealed class PictureTests
     }
 
     [Test]
+    public void LabelsRender()
+    {
+        // Without a font (Debian: fonts-dejavu-core, installed by .ci/run) ScottPlot silently draws no text at all.
+        // (Not proven to fail on a font-less machine: hiding the fonts with an empty FONTCONFIG_FILE still rendered text.)
+        var plot = new ScottPlot.Plot();
+        var text = plot.Add.Text("WWW", 0, 0);
+        text.LabelFontSize = 60;
+        text.LabelFontColor = ScottPlot.Colors.Black;
+        text.LabelAlignment = ScottPlot.Alignment.MiddleCenter;
+        plot.Axes.SetLimits(-1, 1, -1, 1);
+        plot.Layout.Frameless();
+        plot.Axes.Frameless();
+        plot.HideGrid();
+        string path = Path.Combine(_dir, "text.png");
+        plot.SavePng(path, 400, 300);
+        using var bitmap = SKBitmap.Decode(path);
+        int dark = 0;
+        for (int y = 0; y < bitmap.Height; y++)
+        {
+            for (int x = 0; x < bitmap.Width; x++)
+            {
+                var c = bitmap.GetPixel(x, y);
+                if (c.Red < 128 && c.Green < 128 && c.Blue < 128) dark++;
+            }
+        }
+        Assert.That(dark, Is.GreaterThan(500), "no text drawn: is a font (fonts-dejavu-core) installed?");
+    }
+
+    [Test]
     public void SingleHeadHeatmapWithTokenLabels()
     {
         string[] tokens = ["[CLS]", "the", "cat", "sat", "on", "the", "mat", ".", "[SEP]"];
