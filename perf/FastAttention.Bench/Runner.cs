@@ -3,6 +3,14 @@ using System.Diagnostics;
 
 namespace FastAttention.Bench;
 
+/// <summary>How big a run is: <see cref="Smoke"/> (tiny shapes, checks the pipeline), <see cref="Quick"/> (about a minute), <see cref="Full"/> (thorough).</summary>
+internal enum RunScale
+{
+    Smoke,
+    Quick,
+    Full,
+}
+
 /// <summary>How one case is timed.</summary>
 /// <param name="WarmUps">Untimed calls first (JIT tiers, page faults, thread-pool spin-up).</param>
 /// <param name="MinRuns">Timed calls at least.</param>
@@ -15,6 +23,17 @@ internal sealed record RunPolicy(int WarmUps, int MinRuns, double MinSeconds, in
 
     /// <summary>Full sweep: 2 warm-ups, at least 5 runs and 1 s.</summary>
     public static RunPolicy Full { get; } = new(WarmUps: 2, MinRuns: 5, MinSeconds: 1.0, MaxRuns: 100);
+
+    /// <summary>Smoke run (tiny shapes, tests): 1 warm-up, 3 runs; the numbers mean nothing.</summary>
+    public static RunPolicy Smoke { get; } = new(WarmUps: 1, MinRuns: 3, MinSeconds: 0, MaxRuns: 3);
+
+    /// <summary>The policy of a <see cref="RunScale"/>.</summary>
+    public static RunPolicy For(RunScale scale) => scale switch
+    {
+        RunScale.Smoke => Smoke,
+        RunScale.Quick => Quick,
+        _ => Full,
+    };
 }
 
 /// <summary>Wall times of one case, in milliseconds.</summary>
