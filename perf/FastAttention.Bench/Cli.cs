@@ -49,7 +49,13 @@ internal static class Cli
         ParseResult parse = root.Parse(args);
         if (parse.Errors.Count > 0)
         {
-            foreach (var error in parse.Errors.DistinctBy(e => e.Message))
+            var errors = parse.Errors.DistinctBy(e => e.Message).ToList();
+            if (errors.Count > 1)
+            {
+                // "Required command was not provided" adds nothing next to "Unrecognized command 'x'".
+                errors.RemoveAll(e => e.Message.StartsWith("Required command", StringComparison.Ordinal));
+            }
+            foreach (var error in errors)
             {
                 console.Error.WriteLine($"error: {error.Message}");
             }
@@ -161,7 +167,11 @@ internal static class Cli
         {
             Threads.Validators.Add(r =>
             {
-                if (r.GetValueOrDefault<int>() < 1) r.AddError($"--threads must be at least 1, got {r.GetValueOrDefault<int>()}.");
+                // A value that is not a number already has its own parse error; only range-check numbers.
+                if (r.Tokens.Count == 1 && int.TryParse(r.Tokens[0].Value, NumberStyles.Integer, CultureInfo.InvariantCulture, out int n) && n < 1)
+                {
+                    r.AddError($"--threads must be at least 1, got {n}.");
+                }
             });
             Backend.AcceptOnlyFromAmong(Backends);
             Seq.Validators.Add(r => ValidateInts(r, 1, 1 << 17));

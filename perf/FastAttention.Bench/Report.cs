@@ -213,7 +213,7 @@ internal static class Report
         {
             t.Row(I(r.Seq), Bytes(r.ScoreBytes), r.NaiveBytes is { } n ? Bytes(n) : r.NaiveNote ?? "n/a", Bytes(r.FastFirstBytes),
                 Bytes(r.FastWarmBytes), Bytes(r.IoBytes),
-                r.NaiveBytes is { } m && r.FastFirstBytes > 0 ? $"{(double)m / r.FastFirstBytes:F0}x" : "n/a");
+                r.NaiveBytes is { } m && r.FastFirstBytes > 0 ? Ratio((double)m / r.FastFirstBytes) : "n/a");
         }
         return t;
     }
@@ -364,6 +364,9 @@ internal static class Report
         < 1024L * 1024 * 1024 => (b / 1048576.0).ToString("F1", Inv) + " MiB",
         _ => (b / 1073741824.0).ToString("F2", Inv) + " GiB",
     };
+
+    /// <summary>"0.42x", "3.5x", "128x".</summary>
+    public static string Ratio(double r) => double.IsFinite(r) ? r.ToString(r < 1 ? "F2" : r < 10 ? "F1" : "F0", Inv) + "x" : "n/a";
 
     private static string I(int v) => v.ToString(Inv);
 
