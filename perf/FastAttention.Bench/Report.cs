@@ -245,7 +245,8 @@ internal static class Report
                   "decode in GB/s of K+V read and % of the measured DRAM read bandwidth. Max |Δ| = largest difference from FastAttention's output.")
             .Note("ONNX Runtime: CPU execution provider, IntraOpNumThreads = threads, one-node models built in code; non-causal and decode run " +
                   "com.microsoft MultiHeadAttention (Q [B,S,H·D], K/V [B,H,S,D]), causal runs com.microsoft GroupQueryAttention " +
-                  "(its flash-style CPU path); both warmed up twice before timing. Naive: the [B,H,Sq,Sk] scores materialised on every call.");
+                  "(its flash-style CPU path); FastAttention and ONNX Runtime are warmed up twice before timing. Naive: the [B,H,Sq,Sk] scores " +
+                  "materialised on every call (one warm-up, at least three timed calls; skipped above the run's score-size budget).");
         var cols = new List<string> { "case", ">FastAttention ms", ">throughput", ">% peak" };
         if (ort) cols.AddRange([">ONNX Runtime ms", ">FA × ORT"]);
         if (naive) cols.AddRange([">naive ms", ">FA × naive"]);
