@@ -64,6 +64,46 @@ internal static class Runner
         return Summarise(times);
     }
 
+    /// <summary>
+    /// Times two actions in alternating rounds (A then B, then B then A, ...) after their warm-ups, so both see
+    /// the same machine conditions on a shared machine; stops when both have <see cref="RunPolicy.MinRuns"/> runs
+    /// and <see cref="RunPolicy.MinSeconds"/> each (or <see cref="RunPolicy.MaxRuns"/> rounds). Returns both
+    /// measurements and the median over rounds of (time of B ÷ time of A): a ratio that slow drifts in the
+    /// machine's load cancel out of.
+    /// </summary>
+    public static (Measurement A, Measurement B, double MedianRatioBOverA) MeasurePaired(Action a, Action b, RunPolicy policy)
+    {
+        for (int i = 0; i < policy.WarmUps; i++)
+        {
+            a();
+            b();
+        }
+        var timesA = new List<double>();
+        var timesB = new List<double>();
+        var ratios = new List<double>();
+        double totalA = 0, totalB = 0;
+        while (timesA.Count < policy.MaxRuns &&
+               (timesA.Count < policy.MinRuns || totalA < policy.MinSeconds || totalB < policy.MinSeconds))
+        {
+            bool aFirst = timesA.Count % 2 == 0;
+            double ta = 0, tb = 0;
+            for (int k = 0; k < 2; k++)
+            {
+                bool runA = (k == 0) == aFirst;
+                long t0 = Stopwatch.GetTimestamp();
+                (runA ? a : b)();
+                double s = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+                if (runA) ta = s; else tb = s;
+            }
+            timesA.Add(ta * 1e3);
+            timesB.Add(tb * 1e3);
+            ratios.Add(tb / ta);
+            totalA += ta;
+            totalB += tb;
+        }
+        return (Summarise(timesA), Summarise(timesB), Summarise(ratios).MedianMs);
+    }
+
     /// <summary>Median (mean of the middle two for an even count), min and max of <paramref name="timesMs"/>.</summary>
     public static Measurement Summarise(IReadOnlyList<double> timesMs)
     {

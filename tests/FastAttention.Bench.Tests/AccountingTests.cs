@@ -68,6 +68,21 @@ public sealed class AccountingTests
     }
 
     [Test]
+    [NonParallelizable]
+    public void PairedRoundsTimeBothActionsAlikeAndReportTheMedianRatio()
+    {
+        int a = 0, b = 0;
+        var policy = new RunPolicy(WarmUps: 2, MinRuns: 5, MinSeconds: 0, MaxRuns: 50);
+        var (ta, tb, ratio) = Runner.MeasurePaired(() => { a++; Thread.Sleep(2); }, () => { b++; Thread.Sleep(8); }, policy);
+        Assert.That(a, Is.EqualTo(7));
+        Assert.That(b, Is.EqualTo(7));
+        Assert.That(ta.Runs, Is.EqualTo(5));
+        Assert.That(tb.Runs, Is.EqualTo(5));
+        Assert.That(ratio, Is.InRange(tb.MinMs / ta.MaxMs, tb.MaxMs / ta.MinMs));
+        Assert.That(ratio, Is.GreaterThan(1.5), "8 ms sleeps against 2 ms sleeps");
+    }
+
+    [Test]
     public void ScoreBytesAreFourTimesBHSqSk()
     {
         Assert.That(NaiveAttention.ScoreBytes(1, 8, 1024, 1024), Is.EqualTo(33_554_432L));   // 32 MiB

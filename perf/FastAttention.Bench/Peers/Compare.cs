@@ -63,7 +63,9 @@ internal sealed class CompareData
 }
 
 /// <summary>One implementation on one case. <see cref="Time"/> is null when it did not run (<see cref="Note"/> says why).</summary>
-internal sealed record CompareRow(CompareCase Case, string Impl, string Device, string Detail, Measurement? Time, double MaxAbsDiff, string? Note)
+/// <param name="PairedSpeedup">When timed in alternating rounds with FastAttention: the median over rounds of this time ÷ FastAttention's.</param>
+internal sealed record CompareRow(CompareCase Case, string Impl, string Device, string Detail, Measurement? Time, double MaxAbsDiff, string? Note,
+    double? PairedSpeedup = null)
 {
     public double? GFlops => Time is { } t ? Case.Flops / (t.MedianMs * 1e-3) / 1e9 : null;
     public double? GBs => Time is { } t ? Case.KvBytes / (t.MedianMs * 1e-3) / 1e9 : null;
@@ -124,9 +126,10 @@ internal static class Compare
     public static long NaiveBudgetBytes(RunScale scale) => scale == RunScale.Full ? 512L << 20 : 128L << 20;
 
     /// <summary>
-    /// Times every case: FastAttention first, then each peer. FastAttention and ONNX Runtime warm up at least
-    /// twice (ONNX Runtime needs two), the naive baseline once; then each runs under <paramref name="policy"/>
-    /// (the naive baseline with at most three required runs: it is slow). Outputs are checked against
+    /// Times every case. FastAttention and ONNX Runtime run in alternating rounds (<see cref="Runner.MeasurePaired"/>)
+    /// after at least two warm-ups each (ONNX Runtime needs two), so a shared machine's changing load hits both
+    /// alike; the naive baseline runs afterwards on its own (one warm-up, at most three required runs: it is slow,
+    /// and 10x or more behind). Outputs are checked against
     /// FastAttention's (max |difference|) so a peer that computes something else shows.
     /// </summary>
     public static List<CompareRow> Run(IReadOnlyList<CompareCase> cases, IReadOnlySet<string> peers, RunScale scale, int threads,
@@ -182,21 +185,40 @@ internal static class Compare
                     new TensorSpan<float>(faOut, [c.Batch, c.SeqQ, c.Heads, c.HeadDim], default), options);
                 faDetail = "CpuAttention.Forward, BSHD";
             }
-            var faTime = Runner.Measure(fa, peerPolicy);
-            rows.Add(new CompareRow(c, Impl.FastAttention, "cpu", faDetail, faTime, 0, null));
-            log($"{c.Name}: FastAttention {faTime.MedianMs:F3} ms");
-
+            // ONNX Runtime is timed in alternating rounds with FastAttention (same conditions for both on a shared
+            // machine); FastAttention alone when ONNX Runtime is not part of the run or cannot run the case.
+            OnnxRuntimePeer? ort = null;
+            CompareRow? ortRow = null;
             if (peers.Contains(Impl.OnnxRuntime))
             {
                 if (ortUnavailable is not null)
                 {
-                    rows.Add(new CompareRow(c, Impl.OnnxRuntime, "cpu", "", null, double.NaN, ortUnavailable));
+                    ortRow = new CompareRow(c, Impl.OnnxRuntime, "cpu", "", null, double.NaN, ortUnavailable);
                 }
                 else
                 {
-                    rows.Add(RunOrt(c, data, faOut, threads, peerPolicy, log));
+                    (ort, ortRow) = CreateOrt(c, data, threads);
                 }
             }
+            using (ort)
+            {
+                if (ort is null)
+                {
+                    var faTime = Runner.Measure(fa, peerPolicy);
+                    rows.Add(new CompareRow(c, Impl.FastAttention, "cpu", faDetail, faTime, 0, null));
+                    log($"{c.Name}: FastAttention {faTime.MedianMs:F3} ms");
+                }
+                else
+                {
+                    var (faTime, ortTime, ratio) = Runner.MeasurePaired(fa, ort.Run, peerPolicy);
+                    double diff = MaxAbsDiff(faOut, ort.Output);
+                    rows.Add(new CompareRow(c, Impl.FastAttention, "cpu", faDetail, faTime, 0, null));
+                    ortRow = new CompareRow(c, Impl.OnnxRuntime, "cpu", ort.Operator, ortTime, diff, null, ratio);
+                    log($"{c.Name}: FastAttention {faTime.MedianMs:F3} ms, ONNX Runtime ({ort.Operator}) {ortTime.MedianMs:F3} ms, " +
+                        $"paired ratio {ratio:F2}, max |diff| {diff:E1}");
+                }
+            }
+            if (ortRow is not null) rows.Add(ortRow);
 
             if (peers.Contains(Impl.Naive))
             {
@@ -222,27 +244,19 @@ internal static class Compare
         return rows;
     }
 
-    private static CompareRow RunOrt(CompareCase c, CompareData data, float[] faOut, int threads, RunPolicy policy, Action<string> log)
+    private static (OnnxRuntimePeer? Peer, CompareRow? Skipped) CreateOrt(CompareCase c, CompareData data, int threads)
     {
-        OnnxRuntimePeer peer;
         try
         {
-            peer = new OnnxRuntimePeer(c, data, threads);
+            return (new OnnxRuntimePeer(c, data, threads), null);
         }
         catch (NotSupportedException e)
         {
-            return new CompareRow(c, Impl.OnnxRuntime, "cpu", "", null, double.NaN, $"not run: {e.Message}");
+            return (null, new CompareRow(c, Impl.OnnxRuntime, "cpu", "", null, double.NaN, $"not run: {e.Message}"));
         }
         catch (Microsoft.ML.OnnxRuntime.OnnxRuntimeException e)
         {
-            return new CompareRow(c, Impl.OnnxRuntime, "cpu", "", null, double.NaN, $"session failed: {e.Message}");
-        }
-        using (peer)
-        {
-            var t = Runner.Measure(peer.Run, policy);
-            double diff = MaxAbsDiff(faOut, peer.Output);
-            log($"{c.Name}: ONNX Runtime ({peer.Operator}) {t.MedianMs:F3} ms, max |diff| {diff:E1}");
-            return new CompareRow(c, Impl.OnnxRuntime, "cpu", peer.Operator, t, diff, null);
+            return (null, new CompareRow(c, Impl.OnnxRuntime, "cpu", "", null, double.NaN, $"session failed: {e.Message}"));
         }
     }
 
