@@ -241,8 +241,8 @@ internal static class Report
         bool ort = peers.Contains(Impl.OnnxRuntime), naive = peers.Contains(Impl.Naive);
         var t = new ReportTable("FastAttention vs CPU peers (fp32, same inputs, same thread count, same process)")
             .Note("Time: median ms ± half the min–max spread. \"FA ×\" = peer time ÷ FastAttention time: how many times faster FastAttention " +
-                  "is (below 1: slower). FastAttention and ONNX Runtime run in alternating rounds (A B, B A, ...) so both see the same load; " +
-                  "\"FA × ORT\" is the median over rounds of the per-round ratio. The naive baseline runs on its own; \"FA × naive\" is the ratio of medians. Throughput: prefill in GFLOP/s (4·B·H·Sq·Sk·D, halved for causal) and % of the measured FMA peak; " +
+                  "is (below 1: slower). FastAttention and ONNX Runtime run in alternating blocks of back-to-back calls (FA block, ORT block, " +
+                  "then ORT, FA, ...; at least 3 rounds) so both see the same load; \"FA × ORT\" is the median over rounds of the ratio of block medians. The naive baseline runs on its own; \"FA × naive\" is the ratio of medians. Throughput: prefill in GFLOP/s (4·B·H·Sq·Sk·D, halved for causal) and % of the measured FMA peak; " +
                   "decode in GB/s of K+V read and % of the measured DRAM read bandwidth. Max |Δ| = largest difference from FastAttention's output.")
             .Note("ONNX Runtime: CPU execution provider, IntraOpNumThreads = threads, one-node models built in code; non-causal and decode run " +
                   "com.microsoft MultiHeadAttention (Q [B,S,H·D], K/V [B,H,S,D]), causal runs com.microsoft GroupQueryAttention " +

@@ -64,42 +64,71 @@ internal static class Runner
         return Summarise(times);
     }
 
+    /// <summary>Rounds of <see cref="MeasureAlternating"/>: at least 3, at most 15.</summary>
+    public const int MinRounds = 3, MaxRounds = 15;
+
     /// <summary>
-    /// Times two actions in alternating rounds (A then B, then B then A, ...) after their warm-ups, so both see
-    /// the same machine conditions on a shared machine; stops when both have <see cref="RunPolicy.MinRuns"/> runs
-    /// and <see cref="RunPolicy.MinSeconds"/> each (or <see cref="RunPolicy.MaxRuns"/> rounds). Returns both
-    /// measurements and the median over rounds of (time of B ÷ time of A): a ratio that slow drifts in the
-    /// machine's load cancel out of.
+    /// Times two actions in alternating blocks: a round runs a block of A's calls then a block of B's (B first on
+    /// odd rounds), so a shared machine's load drift hits both alike, while each implementation still runs its
+    /// calls back to back as a real caller would. A call shorter than 50 ms gets one untimed call at the start of
+    /// each block, which absorbs the other implementation's tail (thread pools that spin after their work, caches).
+    /// A block lasts about 50 ms (1 to 20 calls, sized from the warm-ups). Stops after at least
+    /// <see cref="MinRounds"/> rounds once both have <see cref="RunPolicy.MinRuns"/> calls and
+    /// <see cref="RunPolicy.MinSeconds"/> each, or after <see cref="MaxRounds"/> rounds. Returns both measurements
+    /// and the median over rounds of (B's block median ÷ A's block median).
     /// </summary>
-    public static (Measurement A, Measurement B, double MedianRatioBOverA) MeasurePaired(Action a, Action b, RunPolicy policy)
+    public static (Measurement A, Measurement B, double MedianRatioBOverA) MeasureAlternating(Action a, Action b, RunPolicy policy)
     {
-        for (int i = 0; i < policy.WarmUps; i++)
+        double EstimateSeconds(Action action)
         {
-            a();
-            b();
+            for (int i = 0; i < policy.WarmUps - 1; i++) action();
+            long t0 = Stopwatch.GetTimestamp();
+            action();
+            return Stopwatch.GetElapsedTime(t0).TotalSeconds;
         }
+        double estA = EstimateSeconds(a), estB = EstimateSeconds(b);
         var timesA = new List<double>();
         var timesB = new List<double>();
         var ratios = new List<double>();
         double totalA = 0, totalB = 0;
-        while (timesA.Count < policy.MaxRuns &&
-               (timesA.Count < policy.MinRuns || totalA < policy.MinSeconds || totalB < policy.MinSeconds))
+
+        List<double> Block(Action action, double estimate, ref double total)
         {
-            bool aFirst = timesA.Count % 2 == 0;
-            double ta = 0, tb = 0;
-            for (int k = 0; k < 2; k++)
+            if (estimate < 0.05) action();
+            int calls = Math.Clamp((int)Math.Ceiling(0.05 / Math.Max(estimate, 1e-6)), 1, 20);
+            var block = new List<double>(calls);
+            for (int i = 0; i < calls; i++)
             {
-                bool runA = (k == 0) == aFirst;
                 long t0 = Stopwatch.GetTimestamp();
-                (runA ? a : b)();
-                double s = Stopwatch.GetElapsedTime(t0).TotalSeconds;
-                if (runA) ta = s; else tb = s;
+                action();
+                double seconds = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+                block.Add(seconds * 1e3);
+                total += seconds;
             }
-            timesA.Add(ta * 1e3);
-            timesB.Add(tb * 1e3);
-            ratios.Add(tb / ta);
-            totalA += ta;
-            totalB += tb;
+            return block;
+        }
+
+        for (int round = 0; round < MaxRounds; round++)
+        {
+            if (round >= MinRounds && timesA.Count >= policy.MinRuns && timesB.Count >= policy.MinRuns &&
+                totalA >= policy.MinSeconds && totalB >= policy.MinSeconds)
+            {
+                break;
+            }
+            List<double> blockA, blockB;
+            if (round % 2 == 0)
+            {
+                blockA = Block(a, estA, ref totalA);
+                blockB = Block(b, estB, ref totalB);
+            }
+            else
+            {
+                blockB = Block(b, estB, ref totalB);
+                blockA = Block(a, estA, ref totalA);
+            }
+            timesA.AddRange(blockA);
+            timesB.AddRange(blockB);
+            ratios.Add(Summarise(blockB).MedianMs / Summarise(blockA).MedianMs);
         }
         return (Summarise(timesA), Summarise(timesB), Summarise(ratios).MedianMs);
     }

@@ -69,17 +69,24 @@ public sealed class AccountingTests
 
     [Test]
     [NonParallelizable]
-    public void PairedRoundsTimeBothActionsAlikeAndReportTheMedianRatio()
+    public void AlternatingBlocksTimeBothActionsAlikeAndReportTheMedianRatio()
     {
         int a = 0, b = 0;
-        var policy = new RunPolicy(WarmUps: 2, MinRuns: 5, MinSeconds: 0, MaxRuns: 50);
-        var (ta, tb, ratio) = Runner.MeasurePaired(() => { a++; Thread.Sleep(2); }, () => { b++; Thread.Sleep(8); }, policy);
-        Assert.That(a, Is.EqualTo(7));
-        Assert.That(b, Is.EqualTo(7));
-        Assert.That(ta.Runs, Is.EqualTo(5));
-        Assert.That(tb.Runs, Is.EqualTo(5));
+        var policy = new RunPolicy(WarmUps: 2, MinRuns: 3, MinSeconds: 0, MaxRuns: 50);
+        // 60 ms calls: no untimed lead-in call, blocks of one call, exactly MinRounds rounds.
+        var (ta, tb, ratio) = Runner.MeasureAlternating(() => { a++; Thread.Sleep(60); }, () => { b++; Thread.Sleep(180); }, policy);
+        Assert.That(ta.Runs, Is.EqualTo(Runner.MinRounds));
+        Assert.That(tb.Runs, Is.EqualTo(Runner.MinRounds));
+        Assert.That(a, Is.EqualTo(policy.WarmUps + Runner.MinRounds), "warm-ups plus one call per round");
+        Assert.That(b, Is.EqualTo(policy.WarmUps + Runner.MinRounds));
         Assert.That(ratio, Is.InRange(tb.MinMs / ta.MaxMs, tb.MaxMs / ta.MinMs));
-        Assert.That(ratio, Is.GreaterThan(1.5), "8 ms sleeps against 2 ms sleeps");
+        Assert.That(ratio, Is.GreaterThan(1.5), "180 ms sleeps against 60 ms sleeps");
+
+        // 5 ms calls: an untimed call starts each block, blocks of ceil(50 / 5) = 10 calls or so.
+        a = 0;
+        var (fast, _, _) = Runner.MeasureAlternating(() => { a++; Thread.Sleep(5); }, () => Thread.Sleep(5), policy);
+        Assert.That(fast.Runs, Is.GreaterThanOrEqualTo(Runner.MinRounds * 2));
+        Assert.That(a, Is.EqualTo(policy.WarmUps + Runner.MinRounds + fast.Runs), "one untimed lead-in call per block");
     }
 
     [Test]

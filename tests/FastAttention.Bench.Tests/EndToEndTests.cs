@@ -106,9 +106,10 @@ public sealed class EndToEndTests
                 }
                 else
                 {
-                    // Paired rounds: the median of per-round ratios lies between the extreme ratios.
+                    // Alternating blocks: the median of per-round ratios lies between the extreme ratios.
                     Assert.That(p.Speedup, Is.InRange(p.MinMs!.Value / fa.MaxMs!.Value, p.MaxMs!.Value / fa.MinMs!.Value));
-                    Assert.That(p.Runs, Is.EqualTo(fa.Runs), "one ONNX Runtime call per FastAttention call, in alternating rounds");
+                    Assert.That(p.Runs, Is.GreaterThanOrEqualTo(Runner.MinRounds), "at least one timed call per round");
+                    Assert.That(fa.Runs, Is.GreaterThanOrEqualTo(Runner.MinRounds));
                 }
             }
         }

@@ -63,7 +63,7 @@ internal sealed class CompareData
 }
 
 /// <summary>One implementation on one case. <see cref="Time"/> is null when it did not run (<see cref="Note"/> says why).</summary>
-/// <param name="PairedSpeedup">When timed in alternating rounds with FastAttention: the median over rounds of this time ÷ FastAttention's.</param>
+/// <param name="PairedSpeedup">When timed in alternating blocks with FastAttention: the median over rounds of this block's median ÷ FastAttention's.</param>
 internal sealed record CompareRow(CompareCase Case, string Impl, string Device, string Detail, Measurement? Time, double MaxAbsDiff, string? Note,
     double? PairedSpeedup = null)
 {
@@ -126,7 +126,7 @@ internal static class Compare
     public static long NaiveBudgetBytes(RunScale scale) => scale == RunScale.Full ? 512L << 20 : 128L << 20;
 
     /// <summary>
-    /// Times every case. FastAttention and ONNX Runtime run in alternating rounds (<see cref="Runner.MeasurePaired"/>)
+    /// Times every case. FastAttention and ONNX Runtime run in alternating blocks (<see cref="Runner.MeasureAlternating"/>)
     /// after at least two warm-ups each (ONNX Runtime needs two), so a shared machine's changing load hits both
     /// alike; the naive baseline runs afterwards on its own (one warm-up, at most three required runs: it is slow,
     /// and 10x or more behind). Outputs are checked against
@@ -185,7 +185,7 @@ internal static class Compare
                     new TensorSpan<float>(faOut, [c.Batch, c.SeqQ, c.Heads, c.HeadDim], default), options);
                 faDetail = "CpuAttention.Forward, BSHD";
             }
-            // ONNX Runtime is timed in alternating rounds with FastAttention (same conditions for both on a shared
+            // ONNX Runtime is timed in alternating blocks with FastAttention (same conditions for both on a shared
             // machine); FastAttention alone when ONNX Runtime is not part of the run or cannot run the case.
             OnnxRuntimePeer? ort = null;
             CompareRow? ortRow = null;
@@ -210,12 +210,12 @@ internal static class Compare
                 }
                 else
                 {
-                    var (faTime, ortTime, ratio) = Runner.MeasurePaired(fa, ort.Run, peerPolicy);
+                    var (faTime, ortTime, ratio) = Runner.MeasureAlternating(fa, ort.Run, peerPolicy);
                     double diff = MaxAbsDiff(faOut, ort.Output);
                     rows.Add(new CompareRow(c, Impl.FastAttention, "cpu", faDetail, faTime, 0, null));
                     ortRow = new CompareRow(c, Impl.OnnxRuntime, "cpu", ort.Operator, ortTime, diff, null, ratio);
                     log($"{c.Name}: FastAttention {faTime.MedianMs:F3} ms, ONNX Runtime ({ort.Operator}) {ortTime.MedianMs:F3} ms, " +
-                        $"paired ratio {ratio:F2}, max |diff| {diff:E1}");
+                        $"FA × ORT {ratio:F2}, max |diff| {diff:E1}");
                 }
             }
             if (ortRow is not null) rows.Add(ortRow);
