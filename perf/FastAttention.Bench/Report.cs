@@ -276,6 +276,7 @@ internal static class Report
                 {
                     cells.Add(row?.Note is { } note && note.StartsWith("not run", StringComparison.Ordinal) ? "not run" : "n/a");
                     cells.Add("–");
+                    diffs.Add("–");
                 }
             }
             cells.Add(diffs.Count > 0 ? string.Join(" / ", diffs) : "–");
