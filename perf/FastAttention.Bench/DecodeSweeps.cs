@@ -24,18 +24,23 @@ internal static class DecodeSweeps
 {
     public const int Batch = 8, Heads = 8, HeadDim = 128, PageSize = 16;
 
-    public static int[] Contexts(bool full) => full ? [1024, 2048, 4096, 8192, 16384] : [1024, 4096, 16384];
+    public static int[] Contexts(RunScale scale) => scale switch
+    {
+        RunScale.Smoke => [64],
+        RunScale.Quick => [1024, 4096, 16384],
+        _ => [1024, 2048, 4096, 8192, 16384],
+    };
 
     /// <summary>
     /// Times decode of one new token per sequence against every context, over a contiguous and a paged
     /// cache; each decode run is followed by a parallel plain read (sum) of the same K/V bytes, so both
     /// see the same memory conditions and the ratio is fair on a shared machine.
     /// </summary>
-    public static List<DecodeRow> RunBandwidth(bool full, int threads, RunPolicy policy, Action<string> log)
+    public static List<DecodeRow> RunBandwidth(RunScale scale, int threads, RunPolicy policy, Action<string> log)
     {
         var rows = new List<DecodeRow>();
         var random = new Random(7);
-        foreach (int context in Contexts(full))
+        foreach (int context in Contexts(scale))
         {
             var tokens = new float[context * Heads * HeadDim];
             for (int i = 0; i < tokens.Length; i++) tokens[i] = (float)(random.NextDouble() * 2 - 1);
@@ -108,20 +113,25 @@ internal static class DecodeSweeps
         return new DecodeRow(name, context, bytes, Runner.Summarise(decodeMs), Runner.Summarise(readMs));
     }
 
-    public static int[] Prefixes(bool full) => full ? [128, 256, 512, 1024, 2048, 4096] : [128, 512, 2048];
+    public static int[] Prefixes(RunScale scale) => scale switch
+    {
+        RunScale.Smoke => [16],
+        RunScale.Quick => [128, 512, 2048],
+        _ => [128, 256, 512, 1024, 2048, 4096],
+    };
 
     /// <summary>
     /// A causal multi-head attention layer (d_model 1024, 16 heads of 64) producing the next token's
     /// output: through a KV cache holding the prefix, against recomputing the layer over the whole prefix.
     /// </summary>
-    public static List<CachingRow> RunCaching(bool full, int threads, RunPolicy policy, Action<string> log)
+    public static List<CachingRow> RunCaching(RunScale scale, int threads, RunPolicy policy, Action<string> log)
     {
         const int model = 1024, heads = 16;
         var mha = new MultiHeadAttention(new AttentionConfig(model, heads, causal: true), maxDegreeOfParallelism: threads);
         mha.InitializeRandom(11);
         var rows = new List<CachingRow>();
         var random = new Random(5);
-        foreach (int prefix in Prefixes(full))
+        foreach (int prefix in Prefixes(scale))
         {
             log($"caching speedup, prefix {prefix}");
             var x = new float[(prefix + 1) * model];

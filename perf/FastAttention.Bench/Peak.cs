@@ -26,11 +26,15 @@ internal static class Peak
     /// <summary>Floats in the bandwidth array: 512 MB.</summary>
     private const long BandwidthFloats = 512L * 1024 * 1024 / sizeof(float);
 
-    /// <summary>Measures all figures. <paramref name="quick"/> uses fewer repetitions.</summary>
-    public static PeakResult Measure(int threads, bool quick, Action<string> log)
+    /// <summary>Floats in the bandwidth array of a smoke run: 32 MB (checks the code path, not the machine).</summary>
+    private const long SmokeBandwidthFloats = 32L * 1024 * 1024 / sizeof(float);
+
+    /// <summary>Measures all figures. A quick run uses fewer repetitions; a smoke run one short repetition and a small array.</summary>
+    public static PeakResult Measure(int threads, RunScale scale, Action<string> log)
     {
-        int reps = quick ? 3 : 5;
-        double secondsPerRep = quick ? 0.25 : 0.5;
+        bool quick = scale != RunScale.Full;
+        int reps = scale == RunScale.Smoke ? 1 : quick ? 3 : 5;
+        double secondsPerRep = scale == RunScale.Smoke ? 0.02 : quick ? 0.25 : 0.5;
 
         double avx2 = double.NaN;
         if (Fma.IsSupported && Vector256.IsHardwareAccelerated)
@@ -44,7 +48,7 @@ internal static class Peak
             avx512 = MeasureFma(Fma512, Vector512<float>.Count, threads, reps, secondsPerRep);
             log($"FMA peak, Vector512: {avx512:F1} GFLOP/s on {threads} thread(s)");
         }
-        double dram = MeasureDram(threads, quick ? 3 : 5);
+        double dram = MeasureDram(threads, reps, scale == RunScale.Smoke ? SmokeBandwidthFloats : BandwidthFloats);
         log($"DRAM read: {dram:F1} GB/s on {threads} thread(s)");
         return new PeakResult(avx2, avx512, dram, threads);
     }
@@ -60,7 +64,7 @@ internal static class Peak
             long t0 = Stopwatch.GetTimestamp();
             kernel(iterations);
             double s = Stopwatch.GetElapsedTime(t0).TotalSeconds;
-            if (s > 0.05)
+            if (s > Math.Min(0.05, secondsPerRep / 2))
             {
                 iterations = (long)(iterations * secondsPerRep / s);
                 break;
@@ -77,10 +81,10 @@ internal static class Peak
         return best;
     }
 
-    private static double MeasureDram(int threads, int reps)
+    private static double MeasureDram(int threads, int reps, long floats)
     {
-        float[] data = GC.AllocateUninitializedArray<float>((int)BandwidthFloats);
-        long chunk = (BandwidthFloats + threads - 1) / threads;
+        float[] data = GC.AllocateUninitializedArray<float>((int)floats);
+        long chunk = (floats + threads - 1) / threads;
         // Touch every page from the threads that will read it (first-touch placement), with values
         // that keep the sum finite.
         OnThreads(threads, t =>
@@ -98,7 +102,7 @@ internal static class Peak
             var partial = new float[threads];
             double seconds = OnThreads(threads, t => partial[t] = Sum(Slice(data, t, chunk)));
             sink += partial.Sum();
-            best = Math.Max(best, BandwidthFloats * sizeof(float) / seconds / 1e9);
+            best = Math.Max(best, floats * sizeof(float) / seconds / 1e9);
         }
         GC.KeepAlive(sink);
         return best;

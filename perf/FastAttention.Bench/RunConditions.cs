@@ -55,3 +55,33 @@ internal sealed class RunConditions
         }
     }
 }
+
+/// <summary>The 1-, 5- and 15-minute load averages (/proc/loadavg); NaN where unavailable.</summary>
+internal readonly record struct LoadSample(double One, double Five, double Fifteen)
+{
+    public static LoadSample Read()
+    {
+        try
+        {
+            if (File.Exists("/proc/loadavg"))
+            {
+                var f = File.ReadAllText("/proc/loadavg").Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                if (f.Length >= 3)
+                {
+                    return new LoadSample(double.Parse(f[0], CultureInfo.InvariantCulture), double.Parse(f[1], CultureInfo.InvariantCulture),
+                        double.Parse(f[2], CultureInfo.InvariantCulture));
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException)
+        {
+            // Not available.
+        }
+        return new LoadSample(double.NaN, double.NaN, double.NaN);
+    }
+
+    /// <summary>"1.52, 1.20, 0.98" or "n/a".</summary>
+    public override string ToString() => double.IsFinite(One)
+        ? string.Create(CultureInfo.InvariantCulture, $"{One:F2}, {Five:F2}, {Fifteen:F2}")
+        : "n/a";
+}

@@ -54,23 +54,36 @@ internal static class Sweeps
     public const int Heads = 8;
     public const int KvHeads = 8;
 
-    /// <summary>Block-sparse geometry: S = 4096, D = 64, 64 x 64 blocks.</summary>
+    /// <summary>Block-sparse geometry: S = 4096 (256 in a smoke run), D = 64, 64 x 64 blocks.</summary>
     public const int SparseSeq = 4096;
+    public const int SmokeSparseSeq = 256;
     public const int SparseHeadDim = 64;
     public const int SparseBlock = 64;
     public static readonly double[] SparseDensities = [0.1, 0.25, 0.5];
 
-    /// <summary>Dense cases: quick = fp32, D=64 S≤2048 and D=128 S≤4096; full = fp32/fp16/bf16, S 512..8192.</summary>
-    public static IReadOnlyList<DenseCase> DenseCases(bool full)
+    /// <summary>
+    /// Dense cases: smoke = fp32, D=32, S 32 and 64; quick = fp32, D=64 S 1024..2048 and D=128 S 1024..4096;
+    /// full = fp32/fp16/bf16, D 64 and 128, S 128..16384. Causal and not for each.
+    /// <paramref name="seqs"/>, <paramref name="headDims"/> and <paramref name="dtypes"/> replace the defaults when given.
+    /// </summary>
+    public static IReadOnlyList<DenseCase> DenseCases(RunScale scale, IReadOnlyList<int>? seqs = null, IReadOnlyList<int>? headDims = null,
+        IReadOnlyList<string>? dtypes = null)
     {
         var cases = new List<DenseCase>();
-        string[] dtypes = full ? ["fp32", "fp16", "bf16"] : ["fp32"];
-        foreach (string dtype in dtypes)
+        bool full = scale == RunScale.Full;
+        string[] types = dtypes?.ToArray() ?? (full ? ["fp32", "fp16", "bf16"] : ["fp32"]);
+        int[] dims = headDims?.ToArray() ?? (scale == RunScale.Smoke ? [32] : [64, 128]);
+        foreach (string dtype in types)
         {
-            foreach (int d in new[] { 64, 128 })
+            foreach (int d in dims)
             {
-                int[] seqs = full ? [512, 1024, 2048, 4096, 8192] : d == 128 ? [1024, 2048, 4096] : [1024, 2048];
-                foreach (int s in seqs)
+                int[] lengths = seqs?.ToArray() ?? scale switch
+                {
+                    RunScale.Smoke => [32, 64],
+                    RunScale.Quick => d == 128 ? [1024, 2048, 4096] : [1024, 2048],
+                    _ => [128, 256, 512, 1024, 2048, 4096, 8192, 16384],
+                };
+                foreach (int s in lengths)
                 {
                     foreach (bool causal in new[] { false, true })
                     {
@@ -87,9 +100,14 @@ internal static class Sweeps
     /// (1 x 4096 x 4096); full = 512..4096 cubes in both layouts, 2048³ in all four, and projections
     /// of 1, 16, 128 and 512 rows through a 4096 x 4096 weight.
     /// </summary>
-    public static IReadOnlyList<SgemmCase> SgemmCases(bool full)
+    public static IReadOnlyList<SgemmCase> SgemmCases(RunScale scale)
     {
         var cases = new List<SgemmCase>();
+        if (scale == RunScale.Smoke)
+        {
+            return [new SgemmCase(64, 64, 64, "NN"), new SgemmCase(64, 64, 64, "NT"), new SgemmCase(1, 256, 256, "NT")];
+        }
+        bool full = scale == RunScale.Full;
         foreach (int size in full ? new[] { 512, 1024, 2048, 4096 } : [2048])
         {
             string[] layouts = full && size == 2048 ? ["NN", "NT", "TN", "TT"] : ["NN", "NT"];
@@ -155,24 +173,24 @@ internal static class Sweeps
     /// Times dense attention at S = 4096, D = 64 (non-causal), the same through a fully kept block
     /// mask, then Local, Strided and Random layouts at each target density.
     /// </summary>
-    public static (Measurement Dense, List<SparseRow> Rows) RunSparse(int threads, RunPolicy policy, Action<string> log)
+    public static (Measurement Dense, List<SparseRow> Rows) RunSparse(int seq, int threads, RunPolicy policy, Action<string> log)
     {
-        var shape = new AttentionShape(Batch, SparseSeq, SparseSeq, Heads, KvHeads, SparseHeadDim);
+        var shape = new AttentionShape(Batch, seq, seq, Heads, KvHeads, SparseHeadDim);
         var inputs = AttentionInputs.Create("fp32", shape, seed: 99);
         var denseOptions = new AttentionOptions { MaxDegreeOfParallelism = threads };
         var dense = Runner.Measure(() => inputs.Forward(denseOptions), policy);
-        log($"block-sparse baseline, dense S={SparseSeq} D={SparseHeadDim}: {dense.MedianMs:F2} ms");
+        log($"block-sparse baseline, dense S={seq} D={SparseHeadDim}: {dense.MedianMs:F2} ms");
 
         var layouts = new List<(string Pattern, string Parameters, double Target, BlockSparseMask Mask)>
         {
             ("Dense (all blocks kept)", "-", 1.0,
-                BlockSparseMask.Dense(SparseSeq, SparseSeq, SparseBlock, SparseBlock)),
+                BlockSparseMask.Dense(seq, seq, SparseBlock, SparseBlock)),
         };
         foreach (double target in SparseDensities)
         {
-            layouts.Add(ClosestLocal(target));
-            layouts.Add(ClosestStrided(target));
-            layouts.Add(ClosestRandom(target));
+            layouts.Add(ClosestLocal(seq, target));
+            layouts.Add(ClosestStrided(seq, target));
+            layouts.Add(ClosestRandom(seq, target));
         }
 
         var rows = new List<SparseRow>();
@@ -189,33 +207,33 @@ internal static class Sweeps
 
     // Pattern parameters are chosen by search so the measured density lands as close as possible to the target.
 
-    private static (string, string, double, BlockSparseMask) ClosestLocal(double target)
+    private static (string, string, double, BlockSparseMask) ClosestLocal(int seq, double target)
     {
-        int blocks = Blocks;
+        int blocks = Blocks(seq);
         var best = Enumerable.Range(0, blocks)
-            .Select(w => (w, mask: BlockSparseMask.Local(SparseSeq, SparseSeq, SparseBlock, SparseBlock, w, w)))
+            .Select(w => (w, mask: BlockSparseMask.Local(seq, seq, SparseBlock, SparseBlock, w, w)))
             .MinBy(x => Math.Abs(x.mask.Density - target));
         return ("Local", $"window ±{best.w} blocks", target, best.mask);
     }
 
-    private static (string, string, double, BlockSparseMask) ClosestStrided(double target)
+    private static (string, string, double, BlockSparseMask) ClosestStrided(int seq, double target)
     {
         const int window = 1;
-        var best = Enumerable.Range(1, Blocks)
-            .Select(s => (s, mask: BlockSparseMask.Strided(SparseSeq, SparseSeq, SparseBlock, SparseBlock, window, window, s)))
+        var best = Enumerable.Range(1, Blocks(seq))
+            .Select(s => (s, mask: BlockSparseMask.Strided(seq, seq, SparseBlock, SparseBlock, window, window, s)))
             .MinBy(x => Math.Abs(x.mask.Density - target));
         return ("Strided", $"window ±{window}, stride {best.s}", target, best.mask);
     }
 
-    private static (string, string, double, BlockSparseMask) ClosestRandom(double target)
+    private static (string, string, double, BlockSparseMask) ClosestRandom(int seq, double target)
     {
-        var best = Enumerable.Range(0, Blocks + 1)
-            .Select(n => (n, mask: BlockSparseMask.Random(SparseSeq, SparseSeq, SparseBlock, SparseBlock, n, seed: 42, heads: Heads)))
+        var best = Enumerable.Range(0, Blocks(seq) + 1)
+            .Select(n => (n, mask: BlockSparseMask.Random(seq, seq, SparseBlock, SparseBlock, n, seed: 42, heads: Heads)))
             .MinBy(x => Math.Abs(x.mask.Density - target));
         return ("Random", $"{best.n} blocks/row + diagonal, per head", target, best.mask);
     }
 
-    private static int Blocks => (SparseSeq + SparseBlock - 1) / SparseBlock;
+    private static int Blocks(int seq) => (seq + SparseBlock - 1) / SparseBlock;
 }
 
 /// <summary>Q, K, V, O of one shape, random in [-1, 1), allocated once; <see cref="Forward"/> runs one attention call.</summary>

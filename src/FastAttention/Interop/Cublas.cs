@@ -48,6 +48,8 @@ internal static unsafe partial class Cublas
     [LibraryImport(NativeLibraries.Cublas)] public static partial CublasStatus cublasCreate_v2(out nint handle);
     [LibraryImport(NativeLibraries.Cublas)] public static partial CublasStatus cublasDestroy_v2(nint handle);
     [LibraryImport(NativeLibraries.Cublas)] public static partial CublasStatus cublasGetVersion_v2(nint handle, out int version);
+    /// <summary>cublasGetProperty(libraryPropertyType: MAJOR_VERSION = 0, MINOR_VERSION = 1, PATCH_LEVEL = 2, value): no handle (and no GPU) needed.</summary>
+    [LibraryImport(NativeLibraries.Cublas)] public static partial CublasStatus cublasGetProperty(int type, out int value);
     [LibraryImport(NativeLibraries.Cublas)] public static partial CublasStatus cublasSetStream_v2(nint handle, nint stream);
     [LibraryImport(NativeLibraries.Cublas)] public static partial nint cublasGetStatusName(CublasStatus status);
     [LibraryImport(NativeLibraries.Cublas)] public static partial nint cublasGetStatusString(CublasStatus status);
