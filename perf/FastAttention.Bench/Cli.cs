@@ -147,6 +147,37 @@ internal static class Cli
             return CompareCommand.Run(console, options, peerSet, parse.GetValue(merge) ?? [], args);
         }));
         root.Add(compare);
+
+        // ---- maps
+        var text = new Option<string>("--text") { Description = "Text to run all-MiniLM-L6-v2 on (cut to 256 tokens).", Required = true };
+        var layer = new Option<int>("--layer") { Description = "Layer to draw, 0..5.", HelpName = "N", DefaultValueFactory = _ => 0 };
+        layer.Validators.Add(r =>
+        {
+            int value = r.GetValueOrDefault<int>();
+            if (value < 0 || value > 5) r.AddError($"--layer must be in 0..5 (all-MiniLM-L6-v2 has 6 layers), got {value}.");
+        });
+        var head = new Option<int>("--head") { Description = "Head for the causal vs bidirectional picture, 0..11; -1 = the layer's most focused head.", HelpName = "H", DefaultValueFactory = _ => -1 };
+        head.Validators.Add(r =>
+        {
+            int value = r.GetValueOrDefault<int>();
+            if (value < -1 || value > 11) r.AddError($"--head must be -1 or in 0..11, got {value}.");
+        });
+        var outDir = new Option<string>("--out") { Description = "Output directory (created): PNGs, stats.json, stats.csv, report.html.", HelpName = "DIR", Required = true };
+        var maps = new Command("maps", "Attention maps and per-head statistics of a real model (all-MiniLM-L6-v2 run on FastAttention): " +
+                                       "heatmaps with token labels, all heads of a layer, causal vs bidirectional, statistics charts, an HTML report.")
+        {
+            text, layer, head, outDir,
+        };
+        maps.SetAction(parse => Guard(console, () =>
+        {
+            var result = FastAttention.Analysis.MapsCommand.Run(parse.GetValue(text)!, parse.GetValue(layer), parse.GetValue(outDir)!, parse.GetValue(head));
+            foreach (string file in result.Pictures.Append(result.StatisticsJson).Append(result.StatisticsCsv).Append(result.Report))
+            {
+                console.Out.WriteLine(file);
+            }
+            return ExitCodes.Ok;
+        }));
+        root.Add(maps);
         return root;
     }
 

@@ -37,6 +37,30 @@ public sealed class EndToEndTests
 
     [Test]
     [CancelAfter(60_000)]
+    public void MapsWritesEveryPictureTheStatisticsAndAReportLinkingThem()
+    {
+        var r = CliHarness.Run("maps", "--text", "Attention maps of a real model.", "--layer", "1", "--out", _dir);
+        Assert.That(r.ExitCode, Is.Zero, r.Error);
+        var listed = r.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        Assert.That(listed.Count(f => f.EndsWith(".png")), Is.GreaterThanOrEqualTo(12 + 3), "12 head heatmaps, the grid, the comparison and the charts");
+        Assert.That(listed, Has.Some.EndsWith("stats.json").And.Some.EndsWith("stats.csv").And.Some.EndsWith("report.html"));
+        foreach (string file in listed) Assert.That(File.Exists(file), Is.True, file);
+        string report = File.ReadAllText(Path.Combine(_dir, "report.html"));
+        foreach (string png in listed.Where(f => f.EndsWith(".png"))) Assert.That(report, Does.Contain(Path.GetFileName(png)), png);
+    }
+
+    [TestCase("--layer", "6")]
+    [TestCase("--head", "12")]
+    public void MapsRejectsOutOfRangeLayerOrHeadWithExitCode2(string option, string value)
+    {
+        var r = CliHarness.Run("maps", "--text", "x", "--out", _dir, option, value);
+        Assert.That(r.ExitCode, Is.EqualTo(2));
+        Assert.That(r.Error, Does.Contain(option));
+        Assert.That(Directory.EnumerateFileSystemEntries(_dir), Is.Empty, "nothing written");
+    }
+
+    [Test]
+    [CancelAfter(60_000)]
     public void BenchSmokeRunsEverySectionAndWritesMarkdownJsonAndCsv()
     {
         string json = Path.Combine(_dir, "b.json"), csv = Path.Combine(_dir, "b.csv"), md = Path.Combine(_dir, "sub", "b.md");
