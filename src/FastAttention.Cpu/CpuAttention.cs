@@ -189,7 +189,7 @@ public static class CpuAttention
         var lengths = new int[sequences.Length];
         var runStart = new int[sequences.Length + 1];
         var runs = new List<KeyRun>();
-        int page = cache.PageSize, headStride = page * cache.HeadDim;
+        int page = cache.PageSize, pageStride = page * cache.HeadDim, headStride = cache.Allocator.PageCount * pageStride;
         for (int b = 0; b < sequences.Length; b++)
         {
             if (!cache.Allocator.Sequences.Contains(sequences[b]))
@@ -200,7 +200,7 @@ public static class CpuAttention
             var table = cache.Allocator.BlockTable(sequences[b]);
             for (int p = 0; p * page < lengths[b]; p++)
             {
-                runs.Add(new KeyRun(p * page, Math.Min(page, lengths[b] - p * page), (nint)table[p] * cache.KvHeads * headStride));
+                runs.Add(new KeyRun(p * page, Math.Min(page, lengths[b] - p * page), (nint)table[p] * pageStride));
             }
             runStart[b + 1] = runs.Count;
         }

@@ -114,7 +114,7 @@ internal static class CacheTestSupport
         {
             for (int h = 0; h < hkv; h++)
             {
-                int row0 = (page * hkv + h) * ps;
+                int row0 = (h * used.Length + page) * ps;   // pool [Hkv, pageCount, pageSize, D]
                 int from = (row0 + used[page]) * d, to = (row0 + ps) * d;
                 cache.KeyStorage[from..to].Fill(nan);
                 cache.ValueStorage[from..to].Fill(nan);
@@ -122,7 +122,7 @@ internal static class CacheTestSupport
         }
     }
 
-    /// <summary>Reads a paged sequence back from the pool (<c>[pageCount, Hkv, pageSize, D]</c>) through its block table, <c>[L, Hkv, D]</c>.</summary>
+    /// <summary>Reads a paged sequence back from the pool (<c>[Hkv, pageCount, pageSize, D]</c>) through its block table, <c>[L, Hkv, D]</c>.</summary>
     public static (T[] Keys, T[] Values) ReadBack<T>(PagedKvCache<T> cache, int sequence) where T : unmanaged
     {
         int length = cache.Length(sequence), ps = cache.PageSize, d = cache.HeadDim, hkv = cache.KvHeads;
@@ -134,7 +134,7 @@ internal static class CacheTestSupport
         {
             for (int h = 0; h < hkv; h++)
             {
-                int from = ((table[p / ps] * hkv + h) * ps + p % ps) * d, to = (p * hkv + h) * d;
+                int from = ((h * cache.Allocator.PageCount + table[p / ps]) * ps + p % ps) * d, to = (p * hkv + h) * d;
                 cache.KeyStorage.Slice(from, d).CopyTo(k.AsSpan(to, d));
                 cache.ValueStorage.Slice(from, d).CopyTo(v.AsSpan(to, d));
             }

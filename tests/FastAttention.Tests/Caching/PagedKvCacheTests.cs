@@ -1,4 +1,4 @@
-// PagedKvCache: contents read back through the block tables ([pageCount, Hkv, pageSize, D] pool),
+// PagedKvCache: contents read back through the block tables ([Hkv, pageCount, pageSize, D] pool),
 // fork + divergent appends (copy-on-write of the data), and rejected appends that leave the pool and
 // the allocator exactly as they were.
 
