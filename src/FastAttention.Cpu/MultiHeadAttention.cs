@@ -239,14 +239,7 @@ public sealed class MultiHeadAttention
     {
         ArgumentNullException.ThrowIfNull(cache);
         var (batch, n) = PrepareIncremental(input, output, cache.Batch, cache.KvHeads, cache.HeadDim, nameof(cache));
-        for (int b = 0; b < batch; b++)
-        {
-            if (cache.Lengths[b] + n > cache.MaxSequenceLength)
-            {
-                throw new ArgumentException(
-                    $"Appending {n} tokens to sequence {b} (length {cache.Lengths[b]}) exceeds the cache capacity of {cache.MaxSequenceLength}. Nothing was appended.", nameof(cache));
-            }
-        }
+        cache.RequireRoom(n, nameof(cache));
         var qkv = ProjectNew(input, batch, n);
         cache.Append(Heads(qkv, QueryWidth, batch, n, Config.KvHeads, FusedWidth), Heads(qkv, QueryWidth + KvWidth, batch, n, Config.KvHeads, FusedWidth));
         var attended = Buffer(ref _attended, batch * n * QueryWidth);

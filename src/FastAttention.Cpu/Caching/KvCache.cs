@@ -70,7 +70,7 @@ public sealed class KvCache<T> where T : unmanaged
     {
         CacheInputs.RequireTokens(key, value, [Batch, -1, KvHeads, HeadDim], "[B, n, Hkv, D]");
         int n = (int)key.Lengths[1];
-        for (int b = 0; b < Batch; b++) RequireRoom(b, n, nameof(key));
+        RequireRoom(n, nameof(key));
         for (int b = 0; b < Batch; b++)
         {
             for (int t = 0; t < n; t++) CopyToken(key, value, [b, t], b, _lengths[b] + t);
@@ -129,6 +129,12 @@ public sealed class KvCache<T> where T : unmanaged
         int offset = (sequence * KvHeads * MaxSequenceLength + position) * HeadDim;
         CacheInputs.CopyToken(key, prefix, _keys, offset, MaxSequenceLength * HeadDim);
         CacheInputs.CopyToken(value, prefix, _values, offset, MaxSequenceLength * HeadDim);
+    }
+
+    /// <summary>Throws unless every sequence has room for <paramref name="tokens"/> more (checked before any work by the module too).</summary>
+    internal void RequireRoom(int tokens, string paramName)
+    {
+        for (int b = 0; b < Batch; b++) RequireRoom(b, tokens, paramName);
     }
 
     private void RequireRoom(int sequence, int tokens, string paramName)

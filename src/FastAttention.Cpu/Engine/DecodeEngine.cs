@@ -92,12 +92,10 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
 {
     private const int Block = 64;
     private const int PrefetchBytes = 2048;
-    private const float Log2E = 1.44269504088896341f;
-    private const float Ln2 = 0.693147180559945309f;
 
     private int Group => args.Heads / args.KvHeads;
     private int Columns => args.QueryLength * Group;
-    private float Factor => args.Scale == 0 ? 1f : MathF.Abs(args.Scale) * Log2E;
+    private float Factor => LogitScale.Factor(args.Scale);
 
     /// <summary>Scores one (batch, KV head, split) item into its partial max / sum / output.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -121,7 +119,7 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
         float* scores = sc.St;                  // [cols, Block]
         float* kRows = sc.Ot, vRows = sc.Ot + Block * d;   // converted rows when T is not float
         int* lo = sc.Cols, hi = sc.Cols + cols;
-        float sign = args.Scale > 0 ? 1f : args.Scale < 0 ? -1f : 0f;
+        float sign = LogitScale.QuerySign(args.Scale);
         for (int c = 0; c < cols; c++)
         {
             int i = c / g, h = kvh * g + c % g;
@@ -417,7 +415,7 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
                     for (int x = 0; x < d; x++) row[x] += weight * o[x];
                 }
                 Elements.Write(row, 1, 1f / total, d, dst, output.S3);
-                lseValue = (max * f + MathF.Log2(total)) * Ln2;
+                lseValue = LogitScale.NaturalLse(max, f, total);
             }
             if (lse.Base != null) *lse.At(b, h, i) = lseValue;
         }

@@ -114,18 +114,8 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
     public View<float> K, V, Lse, Probs;
     private int _next;
 
-    private const float Log2E = 1.44269504088896341f;
-    private const float Ln2 = 0.693147180559945309f;
-
-    /// <summary>Multiplier folded into Q when packing: the sign of the scale (0 for a zero scale).</summary>
-    private float QuerySign => Args.Scale > 0 ? 1f : Args.Scale < 0 ? -1f : 0f;
-
-    /// <summary>
-    /// Positive factor from raw score differences to base-2 logits: |scale|·log2(e) (1 for a zero
-    /// scale, whose scores are all 0). Differences are taken before scaling, <c>(S - max)·factor</c>,
-    /// so logits near 1e4 keep their fp32 precision.
-    /// </summary>
-    private float Factor => Args.Scale == 0 ? 1f : MathF.Abs(Args.Scale) * Log2E;
+    /// <summary>See <see cref="LogitScale.Factor"/>.</summary>
+    private float Factor => LogitScale.Factor(Args.Scale);
 
     private static int M => 2 * TOps.Count;
 
@@ -293,7 +283,7 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
             {
                 // Column c of Oᵀ straight into the output row (a staged copy measured 2x slower here).
                 Elements.Write(part.Ot + c, m, 1f / part.LRun[c], d, dst, O.S3);
-                lse = (part.MRun[c] * Factor + MathF.Log2(part.LRun[c])) * Ln2;
+                lse = LogitScale.NaturalLse(part.MRun[c], Factor, part.LRun[c]);
             }
             else
             {
@@ -308,7 +298,7 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
     private void PackQueries(ref Part part, int b)
     {
         int m = M, d = Args.Shape.HeadDim;
-        float sign = QuerySign;
+        float sign = LogitScale.QuerySign(Args.Scale);
         float* qt = part.Qt;
         if (Q.S3 == 1)
         {
