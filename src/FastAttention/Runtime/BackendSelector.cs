@@ -1,4 +1,4 @@
-// Chooses CUDA or the CPU engine: CUDA when the driver loads, a device exists and NVRTC loads; otherwise CPU, with the reason.
+// Chooses CUDA or the CPU engine: CUDA when the driver loads, an sm_80+ device exists and NVRTC loads; otherwise CPU, with the reason.
 using FastAttention.Compilation;
 using FastAttention.Interop;
 
@@ -34,6 +34,26 @@ public sealed record BackendSelection(ComputeBackend Backend, string Reason, Cud
 /// <summary>Chooses between the CUDA and the CPU backends.</summary>
 public static class BackendSelector
 {
+    /// <summary>
+    /// The oldest GPU the kernels run on: the prelude uses <c>cp.async</c>, bf16 <c>mma.sync</c> and
+    /// <c>ldmatrix</c>, which need compute capability 8.0 (Ampere).
+    /// </summary>
+    public static ComputeCapability MinimumComputeCapability { get; } = new(8, 0);
+
+    /// <summary>Why a device cannot run the kernels (too old, or NVRTC cannot target it), or null when it can.</summary>
+    internal static string? UnsupportedDeviceReason(string device, ComputeCapability capability, NvrtcInfo? nvrtc)
+    {
+        if (capability < MinimumComputeCapability)
+        {
+            return $"{device} has compute capability {capability}; the kernels need {MinimumComputeCapability} or newer (cp.async, bf16 mma.sync).";
+        }
+        if (nvrtc is not null && !nvrtc.SupportedArchitectures.Any(a => a <= capability))
+        {
+            return $"{nvrtc} cannot compile for {device} (compute capability {capability}).";
+        }
+        return null;
+    }
+
     /// <summary>
     /// Chooses a backend. <see cref="BackendPreference.Auto"/> picks CUDA when the driver library loads,
     /// initialises, reports device <paramref name="deviceOrdinal"/>, and NVRTC loads; otherwise the CPU,
@@ -98,9 +118,9 @@ public static class BackendSelector
         {
             return Cpu($"CUDA device {ordinal} could not be queried: {e.Message}");
         }
-        if (nvrtc is not null && !nvrtc.SupportedArchitectures.Any(a => a <= device.ComputeCapability))
+        if (UnsupportedDeviceReason(device.ToString(), device.ComputeCapability, nvrtc) is { } unsupported)
         {
-            return Cpu($"{nvrtc} cannot compile for {device} (compute capability {device.ComputeCapability}).");
+            return Cpu(unsupported);
         }
         return new BackendSelection(ComputeBackend.Cuda, $"CUDA device {ordinal}: {device}, {nvrtc}.", device, nvrtc);
     }

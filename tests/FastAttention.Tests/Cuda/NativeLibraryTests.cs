@@ -206,6 +206,30 @@ public sealed class BackendSelectorTests
     public void NegativeOrdinalIsRejected() =>
         Assert.That(() => BackendSelector.Select(BackendPreference.Auto, -1), Throws.TypeOf<ArgumentOutOfRangeException>());
 
+    [TestCase(7, 5)]
+    [TestCase(7, 0)]
+    [TestCase(6, 1)]
+    public void DevicesOlderThanAmpereAreRejectedWithTheReason(int major, int minor)
+    {
+        string? reason = BackendSelector.UnsupportedDeviceReason("Tesla T4", new ComputeCapability(major, minor), null);
+        Assert.That(reason, Does.Contain("Tesla T4").And.Contain($"{major}.{minor}").And.Contain("8.0"));
+    }
+
+    [TestCase(8, 0)]
+    [TestCase(8, 6)]
+    [TestCase(9, 0)]
+    [TestCase(10, 0)]
+    public void AmpereAndNewerAreAccepted(int major, int minor) =>
+        Assert.That(BackendSelector.UnsupportedDeviceReason("GPU", new ComputeCapability(major, minor), null), Is.Null);
+
+    [Test]
+    public void ANvrtcOlderThanTheDeviceStillTargetsIt()
+    {
+        NvrtcInfo nvrtc = CudaTestSupport.RequireNvrtc();
+        Assert.That(BackendSelector.UnsupportedDeviceReason("GPU", new ComputeCapability(12, 0), nvrtc), Is.Null,
+            "an older NVRTC compiles for its newest architecture, which a newer GPU runs through PTX");
+    }
+
     [Test]
     public void ThisMachineGetsAReasonedChoice()
     {
