@@ -85,5 +85,8 @@ public static class KernelRegistry
         PreludeSmoke(KernelElementType.Float16),
         PreludeSmoke(KernelElementType.BFloat16),
         .. s_allTypes.Select(AttentionForwardSimt),
+        .. from d in Gpu.AttentionKernelTraits.SupportedHeadDims
+           from t in new[] { KernelElementType.Float16, KernelElementType.BFloat16 }
+           select AttentionForward(d, t),
     ];
 }
