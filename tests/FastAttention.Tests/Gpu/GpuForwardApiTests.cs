@@ -180,6 +180,31 @@ public sealed class GpuForwardApiTests : GpuFixture
         }
     }
 
+    /// <summary>
+    /// Small shapes over every kernel kind (tuned dense, causal, sparse with partial tiles; SIMT), with padding and
+    /// GQA: the subset to run under compute-sanitizer memcheck and racecheck (native/kernels/README.md has the commands).
+    /// </summary>
+    [Test]
+    [Category("Sanitizer")]
+    public void SanitizerSubset()
+    {
+        var shape = new AttentionShape(2, 70, 90, 4, 2, 64);
+        string[] masks = ["qlen+klen", "causal+klen", "win(9,4)", "qlen+klen+causal+randomh(16,24,2)"];
+        foreach (string m in masks)
+        {
+            var options = new AttentionOptions { Mask = MaskSpec.Build(m, shape, 15) };
+            var half = AttentionInputs<Half>.Random(shape, 15);
+            half.AssertMatchesReference(Run(half, options), options, $"f16 {m} {_attention.LastKernelName}");
+        }
+        var wide = new AttentionShape(1, 33, 40, 2, 1, 256);
+        var causal = new AttentionOptions { Mask = AttentionMask.CausalMask };
+        var bf16 = AttentionInputs<BFloat16>.Random(wide, 16);
+        bf16.AssertMatchesReference(Run(bf16, causal), causal, $"bf16 hd256 {_attention.LastKernelName}");
+        var f32 = AttentionInputs<float>.Random(shape, 17);
+        var sparse = new AttentionOptions { Mask = MaskSpec.Build("klen+custom(16,16)", shape, 17) };
+        f32.AssertMatchesReference(Run(f32, sparse), sparse, $"f32 {_attention.LastKernelName}");
+    }
+
     private DeviceTensor<Half> Filled(int b, int s, int h, int d, float value)
     {
         var t = DeviceTensor<Half>.AllocateBshd(Context, b, s, h, d);
