@@ -13,21 +13,18 @@ namespace FastAttention.Tests.Gpu;
 [TestFixture]
 public sealed class GpuForwardApiTests : GpuFixture
 {
-    private TempDirectory _cacheDir = null!;
     private CudaAttention _attention = null!;
 
     [OneTimeSetUp]
     public void SetUp()
     {
-        _cacheDir = new TempDirectory();
-        _attention = new CudaAttention(Context, new KernelCompiler(new KernelCache(_cacheDir.Path)));
+        _attention = new CudaAttention(Context, ForwardTestCompiler.Instance);
     }
 
     [OneTimeTearDown]
     public void TearDown()
     {
         _attention?.Dispose();
-        _cacheDir?.Dispose();
     }
 
     [SetUp]
@@ -36,7 +33,7 @@ public sealed class GpuForwardApiTests : GpuFixture
     [Test]
     public void BadInputThrowsBeforeLaunchingAndLeavesTheOutputUntouched()
     {
-        using var fresh = new CudaAttention(Context, new KernelCompiler(new KernelCache(_cacheDir.Path)));
+        using var fresh = new CudaAttention(Context, ForwardTestCompiler.Instance);
         using var q = DeviceTensor<Half>.AllocateBshd(Context, 2, 16, 4, 48);
         using var k = DeviceTensor<Half>.AllocateBshd(Context, 2, 16, 2, 48);
         using var o48 = Filled(2, 16, 4, 48, 7f);
