@@ -33,11 +33,20 @@ public static class KernelRegistry
             new Dictionary<string, string> { ["FA_DTYPE"] = ((int)type).ToString(System.Globalization.CultureInfo.InvariantCulture) });
     }
 
+    /// <summary>Multi-head attention module helpers (<c>module.cu</c>): <c>fa_bias_rows</c>, the bias broadcast the projections fold into their GEMM.</summary>
+    public static KernelSpecialization Module(KernelElementType type)
+    {
+        string s = type.Suffix();
+        return new KernelSpecialization($"module_{s}", "module.cu", [$"fa_bias_rows_{s}"],
+            new Dictionary<string, string> { ["FA_DTYPE"] = ((int)type).ToString(System.Globalization.CultureInfo.InvariantCulture) });
+    }
+
     /// <summary>Every specialisation, in a stable order.</summary>
     public static IReadOnlyList<KernelSpecialization> All { get; } =
     [
         .. s_allTypes.Select(Utility),
         PreludeSmoke(KernelElementType.Float16),
         PreludeSmoke(KernelElementType.BFloat16),
+        .. s_allTypes.Select(Module),
     ];
 }
