@@ -47,6 +47,8 @@ struct fa_kv_append_params
     int ragged;                      // 1: source token t is row t; 0: row (b, t - start[b])
 };
 
+static_assert(sizeof(fa_kv_append_params) == 120, "fa_kv_append_params must match FastAttention.Gpu.KvAppendParams");
+
 // One block per new token: finds its batch entry (last b with start[b] <= t), maps its position through the
 // entry's block table to (page, slot), then copies Hkv rows of K and of V in 16-byte vectors.
 // grid: (N), block: (128)
@@ -88,6 +90,8 @@ struct fa_kv_copy_params
     fa_i64 pool_page_stride;
     int count;
 };
+
+static_assert(sizeof(fa_kv_copy_params) == 48, "fa_kv_copy_params must match FastAttention.Gpu.KvCopyParams");
 
 // Copy-on-write: for each scheduled copy and KV head, slots [0, filled) of the source page go to the destination
 // page (a page's slots of one head are contiguous, so that is filled*D consecutive elements). Runs on the stream

@@ -81,6 +81,8 @@ struct fa_decode_params
     float scale_over_softcap;  // scale / softcap
 };
 
+static_assert(sizeof(fa_decode_params) == 232, "fa_decode_params must match FastAttention.Gpu.DecodeParams");
+
 FA_DEVICE float fa_log2(float x) { float r; asm("lg2.approx.f32 %0, %1;" : "=f"(r) : "f"(x)); return r; }
 // tanh without a libdevice call (tanhf is an out-of-line call that costs a stack frame on sm_80): an odd Taylor
 // polynomial below |x| = 0.125 (error < 2e-10 relative), else 1 - 2 / (e^(2|x|) + 1) (error ~1e-6 relative).
