@@ -84,9 +84,10 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
                 _outputBias = Track(created, DeviceBuffer<T>.Allocate(context, model));
                 _kvBias = _fusedBias.Slice(qw, 2L * kw);
             }
-            Upload(MultiHeadWeights.FromParts(config, new float[qw * model], new float[kw * model], new float[kw * model], new float[model * qw],
-                config.Bias ? new float[qw] : default, config.Bias ? new float[kw] : default, config.Bias ? new float[kw] : default,
-                config.Bias ? new float[model] : default));
+            _fusedWeight.Clear();
+            _outputWeight.Clear();
+            _fusedBias?.Clear();
+            _outputBias?.Clear();
         }
         catch
         {
@@ -131,7 +132,8 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
     private int FusedWidth => QueryWidth + 2 * KvWidth;
 
     /// <summary>
-    /// Sets every weight (fp32, rounded to <typeparamref name="T"/> and copied to the device; the copy is synchronous).
+    /// Sets every weight (fp32, rounded to <typeparamref name="T"/> and copied to the device). Waits for the work queued on
+    /// <see cref="Stream"/> first (it may still read the old weights), then copies synchronously.
     /// Same layouts and rules as the CPU module's <c>SetWeights</c>: Wq <c>[H·D, modelDim]</c>, Wk and Wv
     /// <c>[Hkv·D, modelDim]</c>, Wo <c>[modelDim, H·D]</c>; biases exactly when the config has them.
     /// </summary>
@@ -145,7 +147,7 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
         Upload(MultiHeadWeights.FromParts(Config, query, key, value, output, queryBias, keyBias, valueBias, outputBias));
     }
 
-    /// <summary>Reads weights written by the CPU module's <c>SaveWeights</c> for the same shapes (the copy to the device is synchronous).</summary>
+    /// <summary>Reads weights written by the CPU module's <c>SaveWeights</c> for the same shapes (waits for <see cref="Stream"/>, then copies synchronously).</summary>
     /// <exception cref="ArgumentNullException"><paramref name="stream"/> is null.</exception>
     /// <exception cref="InvalidDataException">The stream is not a weight file, or its shapes differ from <see cref="Config"/> (message has both); nothing changes.</exception>
     /// <exception cref="ObjectDisposedException">The module was disposed.</exception>
@@ -453,6 +455,7 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
 
     private void Upload(MultiHeadWeights weights)
     {
+        Stream.Synchronize();
         _fusedWeight.CopyFrom(Convert(weights.Fused));
         _outputWeight.CopyFrom(Convert(weights.Output));
         if (Config.Bias)
