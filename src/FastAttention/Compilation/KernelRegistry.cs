@@ -142,5 +142,8 @@ public static class KernelRegistry
         .. s_allTypes.Select(AttentionForwardSimt),
         .. s_allTypes.SelectMany(t => DecodeHeadDims.Select(d => PagedDecode(t, d))),
         .. s_allTypes.SelectMany(t => DecodeHeadDims.Select(d => KvAppend(t, d))),
+        .. from d in Gpu.AttentionKernelTraits.SupportedHeadDims
+           from t in new[] { KernelElementType.Float16, KernelElementType.BFloat16 }
+           select AttentionForward(d, t),
     ];
 }
