@@ -69,8 +69,10 @@ public sealed class CudaMultiHeadDecodeTests : GpuFixture
         cache.ValueStorage.CopyFrom(Num.Filled<T>(checked((int)cache.ValueStorage.Length), float.NaN));
         using var stackedDev = GpuModuleSupport.Poisoned<T>(Context, batch, total, model);
         int pos = 0;
+        long workspace = -1;
         foreach (int n in schedule)
         {
+            if (pos == 1) workspace = gpu.WorkspaceBytes;
             // The new tokens are read from, and their outputs written into, [B, n, modelDim] windows of the full tensors.
             using var xs = Window(xDev, batch, total, model, pos, n);
             using var ys = Window(stackedDev, batch, total, model, pos, n);
@@ -79,6 +81,10 @@ public sealed class CudaMultiHeadDecodeTests : GpuFixture
             Assert.That(cache.Lengths.ToArray(), Is.EqualTo(new[] { pos, pos }), "cache lengths after the step (host side, before the GPU finished)");
         }
         float[] stacked = GpuModuleSupport.Download(stackedDev, gpu.Stream);
+        if (schedule.All(n => n == 1))
+        {
+            Assert.That(gpu.WorkspaceBytes, Is.EqualTo(workspace), "single-token steps reuse the first step's workspace");
+        }
 
         string what = $"{name} {Num.Name<T>()} {kernel}";
         int[] dims = [batch, total, model];
