@@ -24,6 +24,10 @@ namespace FastAttention.Gpu;
 /// output by a small kernel and the GEMM accumulates onto it (beta = 1), so fp16/bf16 results are rounded once.</para>
 /// <para>The workspace (projections and attention output) grows on demand; calls whose shapes fit what was already
 /// allocated allocate no device memory. Growing waits for the stream before freeing the smaller buffers.</para>
+/// <para>Nothing is read back to the host. Two waits remain outside this class: <see cref="CudaAttention"/> waits for its
+/// previous kernel before it overwrites its length/block tables with different ones (calls whose key/query lengths change),
+/// and the device caches stage block tables and lengths through one pinned buffer, so an incremental step waits until the
+/// step's previous staging copy has reached the device.</para>
 /// <para>Attention probabilities are not produced on the GPU (there is no GPU softmax-materialising path here); use the
 /// CPU module for them. Not thread-safe: one call at a time per instance.</para>
 /// </remarks>
