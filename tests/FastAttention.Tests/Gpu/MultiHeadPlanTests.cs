@@ -107,6 +107,51 @@ public sealed class MultiHeadPlanTests
         Assert.That(p.Query, Is.EqualTo(new HeadView(0, 2, 5, 4, 8, 5 * 64, 64)), "the workspace stays contiguous");
     }
 
+    /// <summary>
+    /// fa_bias_rows' index arithmetic (module.cu), replayed on the host for the launch the module makes for a step: it
+    /// writes exactly the rows of every matrix of the step's C, each once, and nothing else.
+    /// </summary>
+    [TestCase("uniform")]
+    [TestCase("window")]
+    [TestCase("sequence-major")]
+    public void BiasKernelIndicesCoverExactlyTheStepsOutputRows(string layout)
+    {
+        var c = new AttentionConfig(32, 4, 2, 8);
+        var output = layout switch
+        {
+            "uniform" => new ActivationLayout(3, 5, 40, 200),
+            "window" => new ActivationLayout(3, 5, 32, 9 * 32),
+            _ => new ActivationLayout(3, 5, 96, 32),
+        };
+        var step = MultiHeadPlan.Forward(c, new ActivationLayout(3, 5, 32, 160), null, output).OutputProjection;
+        long rows = (long)step.M * step.Batches, rowsPerGroup = step.M, groupStride = step.StrideC, ld = step.Ldc;
+        var (gx, gy, block) = MultiHeadPlan.BiasLaunch(rows, step.N);
+        var written = new Dictionary<long, int>();
+        for (long by = 0; by < gy; by++)
+            for (long r = by; r < rows; r += gy)
+            {
+                long g = r / rowsPerGroup;
+                long row = g * groupStride + (r - g * rowsPerGroup) * ld;
+                for (long bx = 0; bx < gx; bx++)
+                    for (long t = 0; t < block; t++)
+                        for (long col = bx * block + t; col < step.N; col += gx * block)
+                            written[row + col] = written.GetValueOrDefault(row + col) + 1;
+            }
+        var expected = new HashSet<long>();
+        for (int i = 0; i < step.Batches; i++)
+            for (int m = 0; m < step.M; m++)
+                for (int n = 0; n < step.N; n++)
+                    expected.Add(step.COffset + i * step.StrideC + (long)m * step.Ldc + n);
+        Assert.That(written.Keys, Is.EquivalentTo(expected));
+        Assert.That(written.Values, Is.All.EqualTo(1), "each element written once");
+        var rowsOfOutput = new HashSet<long>();
+        for (int b = 0; b < 3; b++)
+            for (int i = 0; i < 5; i++)
+                for (int j = 0; j < 32; j++)
+                    rowsOfOutput.Add(b * output.BatchStride + (long)i * output.RowStride + j);
+        Assert.That(expected, Is.EquivalentTo(rowsOfOutput), "the step's C is the output tensor's elements");
+    }
+
     [Test]
     public void MismatchedBatchesOrOutputsAreRejected()
     {
