@@ -143,7 +143,7 @@ public sealed class CudaMultiHeadAttentionTests : GpuFixture
         using var file = new MemoryStream();
         cpu.SaveWeights(file);
         file.Position = 0;
-        using var loaded = new CudaMultiHeadAttention<Half>(c, Context);
+        using var loaded = new CudaMultiHeadAttention<Half>(c, Context, compiler: ForwardTestCompiler.Instance);
         loaded.LoadWeights(file);
         using var set = GpuModuleSupport.Gpu<Half>(Context, c, w);
         var x = GpuModuleSupport.Input<Half>(2, 17, 128, 14);
@@ -300,7 +300,7 @@ public sealed class CudaMultiHeadAttentionTests : GpuFixture
         // grid-stride loop covers the rest), 40 columns of 48-wide rows, the second group 16 elements past the first's end.
         const int rowsPerGroup = 35000, groups = 2, cols = 40, ld = 48;
         const long groupStride = (long)rowsPerGroup * ld + 16;
-        using var module = CudaModule.Load(Context, KernelCompiler.Shared, KernelRegistry.Module(KernelElementType.BFloat16));
+        using var module = CudaModule.Load(Context, ForwardTestCompiler.Instance, KernelRegistry.Module(KernelElementType.BFloat16));
         CudaKernel kernel = module.GetKernel("fa_bias_rows_bf16");
         float[] biasValues = new Rng(23).Normal<float>(cols).Select(Num.Round<BFloat16>).ToArray();
         int length = (int)(groupStride * groups);

@@ -197,7 +197,7 @@ public sealed class CudaMultiHeadDecodeTests : GpuFixture
         Assert.That(() => gpu.Forward(x, y, wrongHeads), Throws.ArgumentException.With.Message.Contains("Hkv = 4, D = 64; the config needs Hkv = 2"));
         using var threeSequences = new CudaKvCache<float>(Context, 3, 8, 2, 64);
         Assert.That(() => gpu.Forward(x, y, threeSequences), Throws.ArgumentException.With.Message.Contains("input batch 2 must equal the cache batch 3"));
-        using var sparse = new CudaMultiHeadAttention<float>(new AttentionConfig(128, 4, 2, causal: true, sparse: SparsePattern.Local), Context);
+        using var sparse = new CudaMultiHeadAttention<float>(new AttentionConfig(128, 4, 2, causal: true, sparse: SparsePattern.Local), Context, compiler: ForwardTestCompiler.Instance);
         Assert.That(() => sparse.Forward(x, y, cache), Throws.ArgumentException.With.Message.Contains("Block-sparse pattern Local is not supported with a KV cache"));
 
         using var paged = new CudaPagedKvCache<float>(Context, 1, 8, 2, 64);
