@@ -69,9 +69,6 @@ internal static class AttentionForwardPlanner
     /// <summary>Query rows per block of the SIMT kernel (FA_SIMT_WARPS in attention_fwd_simt.cu).</summary>
     public const int SimtRowsPerBlock = 4;
 
-    /// <summary>False until attention_fwd.cu lands (the next commit); until then every call runs the SIMT kernel.</summary>
-    private const bool TunedKernelAvailable = false;
-
     /// <summary>Largest grid y/z extent (heads, batch).</summary>
     public const int MaxGridYZ = 65535;
 
@@ -98,7 +95,7 @@ internal static class AttentionForwardPlanner
         }
 
         int elementSize = type == KernelElementType.Float32 ? 4 : 2;
-        bool tuned = TunedKernelAvailable && variant == CudaKernelVariant.Tuned && type != KernelElementType.Float32
+        bool tuned = variant == CudaKernelVariant.Tuned && type != KernelElementType.Float32
             && TunedLayoutOk(q, elementSize) && TunedLayoutOk(k, elementSize) && TunedLayoutOk(v, elementSize) && TunedLayoutOk(o, elementSize);
         var mask = options.Mask;
         var mode = mask.BlockMask is not null ? AttentionKernelMode.Sparse
