@@ -196,18 +196,27 @@ def summarize(a):
     dec = [e for e in joined if e["section"] == "decode"]
     if dec:
         impls = sorted({i for e in dec for i in e["peers"]})
-        out += ["## Decode (GB/s of K and V read once)", "", "| case | FA GB/s | " + " | ".join(impls) + " |",
-                "|---|---:|" + "---:|" * len(impls)]
+        out += ["## Decode (GB/s of K and V read once)", "", "| case | FA GB/s | FA % peak | FA plain GB/s | " + " | ".join(impls) + " |",
+                "|---|---:|---:|---:|" + "---:|" * len(impls)]
         for e in dec:
             cells = []
             for i in impls:
                 r = e["peers"].get(i) or {}
                 cells.append(f"{r['gbs']:.0f}" if r.get("gbs") else (r.get("note") or "–"))
-            ours = (e["ours"] or {}).get("gbs")
-            out.append(f"| {e['case']} | {fmt(ours, 0)} | " + " | ".join(cells) + " |")
+            ours, plain = e["ours"] or {}, e["plain"] or {}
+            pct = ours.get("pct_read_peak")
+            out.append(f"| {e['case']} | {fmt(ours.get('gbs'), 0)} | {fmt(pct * 100 if pct else None, 0)} | {fmt(plain.get('gbs'), 0)} | " + " | ".join(cells) + " |")
         out.append("")
 
-    bw = [e for e in joined if e["section"] in ("softmax", "copy", "mha", "append")]
+    mha = [r for r in bench_rows if r.get("section") == "mha"]
+    if mha:
+        out += ["## Multi-head module vs its parts", "", "Module row: ratio = sum of the parts timed alone / module time (1: no overhead).", "",
+                "| case | impl | ms | TFLOP/s | ratio |", "|---|---|---:|---:|---:|"]
+        for r in mha:
+            out.append(f"| {r.get('case')} | {r.get('impl')} | {fmt(r.get('median_ms'))} | {fmt((r.get('gflops') or 0) / 1000 or None, 1)} | {fmt(r.get('speedup'), 2)} |")
+        out.append("")
+
+    bw = [e for e in joined if e["section"] in ("softmax", "copy", "append")]
     if bw:
         out += ["## Bandwidth and module rows", "", "| section | case | impl | ms | GB/s | % peak HBM |", "|---|---|---|---:|---:|---:|"]
         for e in bw:

@@ -158,6 +158,9 @@ public sealed class GpuCommandTests
                {"section": "forward", "case": "fwd fp16 D=128 S=4096 B=4 H=16", "impl": "fastattention-plain", "median_ms": 20.0},
                {"section": "forward", "case": "fwd fp16 D=64 S=1024 B=16 H=32", "impl": "fastattention", "median_ms": 0.5},
                {"section": "sparse", "case": "sparse fp16 D=128 S=8192 B=2 H=16 density=0.125", "impl": "fastattention", "median_ms": 0.9, "speedup": 6.25},
+               {"section": "decode", "case": "decode fp16 D=128 H=32 Hkv=8 page=16 B=64 ctx=1024", "impl": "fastattention", "median_ms": 0.13, "gbs": 2000.0, "pct_read_peak": 0.6},
+               {"section": "decode", "case": "decode fp16 D=128 H=32 Hkv=8 page=16 B=64 ctx=1024", "impl": "fastattention-plain", "median_ms": 0.3, "gbs": 900.0},
+               {"section": "mha", "case": "mha fp16 d=2048 H=16 D=128 S=4096 B=4 causal: module", "impl": "fastattention", "median_ms": 3.0, "gflops": 100000.0, "speedup": 0.95},
                {"section": "softmax", "case": "softmax fp16 B=4 H=16 Sq=1024 Sk=1024", "impl": "fastattention", "median_ms": 0.1, "gbs": 2684.4, "pct_read_peak": 0.8}
              ]}
             """);
@@ -180,7 +183,8 @@ public sealed class GpuCommandTests
         Assert.That(md, Does.Contain("| fwd fp16 D=128 S=4096 B=4 H=16 | 1.500 | 183.0 | 20.000 | 3.000 | 91.5 | 2.00 |"), md);
         Assert.That(md, Does.Contain("| fwd fp16 D=64 S=1024 B=16 H=32 | 0.500 | – | – | – | – | – |"), md);
         Assert.That(md, Does.Contain("| sparse fp16 D=128 S=8192 B=2 H=16 density=0.125 | 0.900 | 6.25 | – |"), md);
-        Assert.That(md, Does.Contain("| decode fp16 D=128 H=32 Hkv=8 page=16 B=64 ctx=1024 | – | 1342 | not available: no vllm |"), md);
+        Assert.That(md, Does.Contain("| decode fp16 D=128 H=32 Hkv=8 page=16 B=64 ctx=1024 | 2000 | 60 | 900 | 1342 | not available: no vllm |"), md);
+        Assert.That(md, Does.Contain("| mha fp16 d=2048 H=16 D=128 S=4096 B=4 causal: module | fastattention | 3.000 | 100.0 | 0.95 |"), md);
         Assert.That(md, Does.Contain("| softmax | softmax fp16 B=4 H=16 Sq=1024 Sk=1024 | fastattention | 0.100 | 2684 | 80 |"), md);
         Assert.That(md, Does.Contain("| fa_softmax_warp_f16 | sm_90 | 94 | 0 | 0 | 0 |"), md);
         Assert.That(md, Does.Contain("| tests-plain | passed | 12 |"), md);
