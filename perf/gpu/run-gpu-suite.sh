@@ -151,9 +151,10 @@ else
 fi
 
 # ---- compute-sanitizer on a small subset ----------------------------------------------------------------------
-# Default subset: the softmax in place (warp, block and online kernels) and the argument-error test; override with
-# SANITIZER_FILTER (an MTP --filter expression) to add the other kernel families' small tests.
-sanitizer_filter="${SANITIZER_FILTER:-FullyQualifiedName~CudaSoftmaxTests.InPlaceEqualsOutOfPlace|FullyQualifiedName~CudaSoftmaxTests.BadArguments}"
+# Default subset, small shapes of each kernel family: the softmax in place (plain, warp, block and online kernels), the
+# forward on BHSD views (plain and tuned), decode over a contiguous cache (tuned, forced splits + combine, plain; it
+# appends through the append kernel). SANITIZER_FILTER (an MTP --filter expression) replaces it.
+sanitizer_filter="${SANITIZER_FILTER:-FullyQualifiedName~CudaSoftmaxTests.InPlaceEqualsOutOfPlace|FullyQualifiedName~GpuForwardApiTests.BhsdViewsGiveTheContiguousResultBitForBit|FullyQualifiedName~GpuDecodeTests.ContiguousCacheDecodesThroughTheSameKernels}"
 if (( ! have_gpu )); then
     skip_stage sanitizer "no GPU"
 elif ! command -v compute-sanitizer >/dev/null 2>&1; then
