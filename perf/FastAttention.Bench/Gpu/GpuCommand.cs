@@ -69,7 +69,7 @@ internal static class GpuCommand
                     _ => bench.Softmax(),
                 });
             }
-            catch (Exception e) when (e is CudaException or CublasException or NvrtcCompilationException or ArgumentException or NotSupportedException or InvalidOperationException)
+            catch (Exception e) when (e is CudaException or CublasException or NvrtcCompilationException or DllNotFoundException or ArgumentException or NotSupportedException or InvalidOperationException)
             {
                 // One failing section does not lose the others; the failure is in the JSON and the exit code.
                 string message = $"{section}: {e.GetType().Name}: {e.Message}";
