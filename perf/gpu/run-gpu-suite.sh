@@ -116,7 +116,7 @@ run_stage env 60 "$env_txt" "$DOTNET_ROOT/dotnet" "$bench_dll" info
 if "$DOTNET_ROOT/dotnet" "$bench_dll" gpu --probe >> "$env_txt" 2>&1; then
     have_gpu=1
 fi
-say "CUDA device: $([[ $have_gpu == 1 ]] && echo yes || echo 'no GPU')"
+say "usable CUDA device (driver, device and NVRTC; the reason is in env.txt): $([[ $have_gpu == 1 ]] && echo yes || echo 'no GPU')"
 
 # ---- compile report (NVRTC only; no GPU needed) ---------------------------------------------------------------
 # --quick skips it: the bench's JSON carries the ptxas report for the device's own architecture.
@@ -129,11 +129,11 @@ fi
 # ---- GPU tests: plain kernels first ---------------------------------------------------------------------------
 if (( have_gpu )); then
     half=$(( CAP_TESTS / 3 ))
-    run_stage tests-plain "$half" "$tests_log" "$DOTNET_ROOT/dotnet" "$tests_dll" --filter "TestCategory=Gpu&Name~Plain" --no-progress
-    run_stage tests-rest $(( CAP_TESTS - half )) "$tests_log" "$DOTNET_ROOT/dotnet" "$tests_dll" --filter "TestCategory=Gpu&Name!~Plain" --no-progress
+    run_stage tests-plain "$half" "$tests_log" "$DOTNET_ROOT/dotnet" "$tests_dll" --filter "TestCategory=Gpu&Name~Plain" --no-progress --show-test-results failed
+    run_stage tests-rest $(( CAP_TESTS - half )) "$tests_log" "$DOTNET_ROOT/dotnet" "$tests_dll" --filter "TestCategory=Gpu&Name!~Plain" --no-progress --show-test-results failed
 else
     # Still run them: each must be ignored cleanly with its reason (this is what a GPU-less host checks).
-    run_stage tests-skip "$CAP_TESTS" "$tests_log" "$DOTNET_ROOT/dotnet" "$tests_dll" --filter "TestCategory=Gpu" --no-progress
+    run_stage tests-skip "$CAP_TESTS" "$tests_log" "$DOTNET_ROOT/dotnet" "$tests_dll" --filter "TestCategory=Gpu" --no-progress --show-test-results failed
 fi
 
 # ---- benchmarks and peers in the same run ---------------------------------------------------------------------
@@ -162,7 +162,7 @@ elif ! command -v compute-sanitizer >/dev/null 2>&1; then
 else
     for tool in memcheck racecheck; do
         run_stage "sanitizer-$tool" "$CAP_SANITIZER" "$sanitizer_log" compute-sanitizer --tool "$tool" --print-limit 50 --error-exitcode 3 \
-            "$DOTNET_ROOT/dotnet" "$tests_dll" --filter "$sanitizer_filter" --no-progress
+            "$DOTNET_ROOT/dotnet" "$tests_dll" --filter "$sanitizer_filter" --no-progress --show-test-results failed
     done
 fi
 
