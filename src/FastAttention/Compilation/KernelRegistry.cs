@@ -33,11 +33,60 @@ public static class KernelRegistry
             new Dictionary<string, string> { ["FA_DTYPE"] = ((int)type).ToString(System.Globalization.CultureInfo.InvariantCulture) });
     }
 
+    /// <summary>
+    /// The tuned attention forward (<c>attention_fwd.cu</c>) for one head dim and a 16-bit type: one program with three
+    /// kernels, <c>fa_fwd_hd{D}_{type}</c> (key/query lengths), <c>..._causal</c> (causal and/or sliding window) and
+    /// <c>..._sparse</c> (block-sparse tile list), tiled by <see cref="Gpu.AttentionKernelTraits"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="type"/> is Float32 (the tuned kernel uses fp16/bf16 tensor cores), or the head dim is not supported.</exception>
+    public static KernelSpecialization AttentionForward(int headDim, KernelElementType type)
+    {
+        if (type == KernelElementType.Float32)
+        {
+            throw new ArgumentException("The tuned attention kernel takes Float16 or BFloat16; fp32 runs on the SIMT kernel.", nameof(type));
+        }
+        var t = Gpu.AttentionKernelTraits.For(headDim);
+        string s = type.Suffix();
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        return new KernelSpecialization($"attention_fwd_hd{headDim}_{s}", "attention_fwd.cu",
+            [AttentionForwardKernelName(headDim, type, Gpu.AttentionKernelMode.Dense),
+             AttentionForwardKernelName(headDim, type, Gpu.AttentionKernelMode.Causal),
+             AttentionForwardKernelName(headDim, type, Gpu.AttentionKernelMode.Sparse)],
+            new Dictionary<string, string>
+            {
+                ["FA_DTYPE"] = ((int)type).ToString(inv),
+                ["FA_HEAD_DIM"] = headDim.ToString(inv),
+                ["FA_WARPS"] = t.Warps.ToString(inv),
+                ["FA_BLOCK_N"] = t.BlockN.ToString(inv),
+            });
+    }
+
+    /// <summary>Kernel name of the tuned forward for a head dim, type and mode, e.g. <c>fa_fwd_hd128_f16_causal</c>.</summary>
+    internal static string AttentionForwardKernelName(int headDim, KernelElementType type, Gpu.AttentionKernelMode mode) =>
+        $"fa_fwd_hd{headDim}_{type.Suffix()}" + mode switch
+        {
+            Gpu.AttentionKernelMode.Causal => "_causal",
+            Gpu.AttentionKernelMode.Sparse => "_sparse",
+            _ => "",
+        };
+
+    /// <summary>The plain SIMT attention forward (<c>attention_fwd_simt.cu</c>): every type (the fp32 path), every mask, any strides.</summary>
+    public static KernelSpecialization AttentionForwardSimt(KernelElementType type)
+    {
+        string s = type.Suffix();
+        return new KernelSpecialization($"attention_fwd_simt_{s}", "attention_fwd_simt.cu", [$"fa_fwd_simt_{s}"],
+            new Dictionary<string, string> { ["FA_DTYPE"] = ((int)type).ToString(System.Globalization.CultureInfo.InvariantCulture) });
+    }
+
     /// <summary>Every specialisation, in a stable order.</summary>
     public static IReadOnlyList<KernelSpecialization> All { get; } =
     [
         .. s_allTypes.Select(Utility),
         PreludeSmoke(KernelElementType.Float16),
         PreludeSmoke(KernelElementType.BFloat16),
+        .. s_allTypes.Select(AttentionForwardSimt),
+        .. from d in Gpu.AttentionKernelTraits.SupportedHeadDims
+           from t in new[] { KernelElementType.Float16, KernelElementType.BFloat16 }
+           select AttentionForward(d, t),
     ];
 }

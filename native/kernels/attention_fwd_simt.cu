@@ -1,0 +1,180 @@
+// attention_fwd_simt.cu — the plain attention forward: simple indexing, no tensor cores, fp32 arithmetic, every
+// element type (-DFA_DTYPE=0/1/2; it is the fp32 path) and every mask feature. It is the version checked against
+// the CPU engine first on a GPU, and the fallback for layouts the tuned kernel (attention_fwd.cu) cannot take
+// (a head-dim stride other than 1, strides or base addresses not 16-byte aligned).
+//
+// One warp per query row, FA_SIMT_WARPS rows per block; grid (ceil(Sq / FA_SIMT_WARPS), H, B). The row's Q
+// (times the sign of the scale) sits in shared memory; the warp walks the row's visible key range 32 keys at a
+// time, lane l scoring key j0 + l, then takes one online-softmax step (running max in raw score units,
+// p = 2^((s - max) * |scale| * log2 e), as the CPU engine's LogitScale) and accumulates P·V with lane l owning
+// head-dim elements l, l + 32, ... Keys outside the row's range are never read; masked keys inside a block-sparse
+// layout are skipped per element. Head dim is a run-time value up to FA_SIMT_MAX_D.
+
+#if !defined(FA_DTYPE)
+#error "attention_fwd_simt.cu needs -DFA_DTYPE=0 (fp32), 1 (fp16) or 2 (bf16)"
+#endif
+
+#define FA_SIMT_WARPS 4
+#define FA_SIMT_MAX_D 256
+#define FA_SIMT_D_PER_LANE (FA_SIMT_MAX_D / 32)
+
+// The packed launch parameters, shared with attention_fwd.cu and mirrored field by field by
+// src/FastAttention/Gpu/AttentionForwardParams.cs (a test compiles this file to PTX with -DFA_LAYOUT_CHECK and
+// compares the offsets below with the C# struct's). All strides are in elements; every pointer but q/k/v/o may be null.
+struct fa_fwd_params
+{
+    const fa_elem* q;           // [B, Sq, H, D]
+    const fa_elem* k;           // [B, Sk, Hkv, D]
+    const fa_elem* v;           // [B, Sk, Hkv, D]
+    fa_elem* o;                 // [B, Sq, H, D]
+    float* lse;                 // [B, H, Sq] natural log, or null
+    const int* key_lengths;     // [B] valid keys per sequence, or null (all Sk)
+    const int* query_lengths;   // [B] valid queries per sequence, or null (all Sq)
+    const int* tile_offsets;    // [mask_heads * m_tiles + 1] CSR row starts into tile_entries, or null (no layout)
+    const int* tile_entries;    // (key tile << 1) | partial, ascending per row; tuned kernel only
+    const int* block_keep;      // [mask_heads, mask_q_blocks, mask_k_blocks] 0/1, or null (no layout)
+    fa_i64 q_sb, q_ss, q_sh, q_sd;
+    fa_i64 k_sb, k_ss, k_sh, k_sd;
+    fa_i64 v_sb, v_ss, v_sh, v_sd;
+    fa_i64 o_sb, o_ss, o_sh, o_sd;
+    fa_i64 lse_sb, lse_sh, lse_ss;
+    int batch, seq_q, seq_k, heads, kv_heads, head_dim, group;
+    int causal, window_left, window_right;
+    int mask_heads, mask_block_q, mask_block_k, mask_q_blocks, mask_k_blocks;
+    int m_tiles;                // query tiles of the tuned kernel per (b, h) (rows of the tile list per mask head)
+    float q_sign;               // sign of the scale (0 for a zero scale): folded into Q
+    float factor;               // |scale| * log2(e), or 1 for a zero scale
+};
+
+#if defined(FA_LAYOUT_CHECK)
+// Byte offset of every field, in declaration order, then the size: the layout test compiles this to PTX and
+// compares the initializer with the C# struct's offsets.
+#define FA_OFF(f) (fa_u64)&(((fa_fwd_params*)0)->f)
+__device__ fa_u64 fa_fwd_params_layout[] = {
+    FA_OFF(q), FA_OFF(k), FA_OFF(v), FA_OFF(o), FA_OFF(lse), FA_OFF(key_lengths), FA_OFF(query_lengths),
+    FA_OFF(tile_offsets), FA_OFF(tile_entries), FA_OFF(block_keep),
+    FA_OFF(q_sb), FA_OFF(q_ss), FA_OFF(q_sh), FA_OFF(q_sd), FA_OFF(k_sb), FA_OFF(k_ss), FA_OFF(k_sh), FA_OFF(k_sd),
+    FA_OFF(v_sb), FA_OFF(v_ss), FA_OFF(v_sh), FA_OFF(v_sd), FA_OFF(o_sb), FA_OFF(o_ss), FA_OFF(o_sh), FA_OFF(o_sd),
+    FA_OFF(lse_sb), FA_OFF(lse_sh), FA_OFF(lse_ss),
+    FA_OFF(batch), FA_OFF(seq_q), FA_OFF(seq_k), FA_OFF(heads), FA_OFF(kv_heads), FA_OFF(head_dim), FA_OFF(group),
+    FA_OFF(causal), FA_OFF(window_left), FA_OFF(window_right),
+    FA_OFF(mask_heads), FA_OFF(mask_block_q), FA_OFF(mask_block_k), FA_OFF(mask_q_blocks), FA_OFF(mask_k_blocks),
+    FA_OFF(m_tiles), FA_OFF(q_sign), FA_OFF(factor),
+    sizeof(fa_fwd_params),
+};
+#endif
+
+#define FA_LN2 0.693147180559945309f
+#define FA_NEG_INF fa_bits_to_float(0xff800000u)
+
+FA_DEVICE float fa_simt_shfl_idx(float v, int src_lane)
+{
+    float r;
+    asm volatile("shfl.sync.idx.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(v), "r"(src_lane));
+    return r;
+}
+
+// The visible key range [lo, hi] of query row i (as RowRules.Lo/Hi of the CPU engine), for lengths lq, lk.
+FA_DEVICE int fa_simt_row_lo(const fa_fwd_params& p, int i, int lq, int lk)
+{
+    if (p.window_left < 0) return 0;
+    fa_i64 lo = (fa_i64)i + lk - lq - p.window_left;
+    return (int)(lo < 0 ? 0 : lo > lk ? lk : lo);
+}
+FA_DEVICE int fa_simt_row_hi(const fa_fwd_params& p, int i, int lq, int lk)
+{
+    fa_i64 diag = (fa_i64)i + lk - lq;
+    fa_i64 hi = lk - 1;
+    if (p.causal && diag < hi) hi = diag;
+    if (p.window_right >= 0 && diag + p.window_right < hi) hi = diag + p.window_right;
+    return (int)(hi < -1 ? -1 : hi);
+}
+
+extern "C" __global__ void __launch_bounds__(FA_SIMT_WARPS * 32) FA_NAME(fa_fwd_simt)(const fa_fwd_params p)
+{
+    __shared__ float q_rows[FA_SIMT_WARPS][FA_SIMT_MAX_D];
+    const int warp = threadIdx.x >> 5;
+    const int lane = threadIdx.x & 31;
+    const int i = blockIdx.x * FA_SIMT_WARPS + warp;  // query row
+    const int h = blockIdx.y;
+    const int b = blockIdx.z;
+    if (i >= p.seq_q) return;  // whole warps only; nothing below synchronises the block
+    const int D = p.head_dim;
+    const int lq = p.query_lengths ? p.query_lengths[b] : p.seq_q;
+    const int lk = p.key_lengths ? p.key_lengths[b] : p.seq_k;
+
+    float* q_row = q_rows[warp];
+    const fa_elem* q_g = p.q + b * p.q_sb + (fa_i64)i * p.q_ss + h * p.q_sh;
+    for (int d = lane; d < D; d += 32) q_row[d] = p.q_sign * fa_to_float(q_g[d * p.q_sd]);
+    __syncwarp();
+
+    float m = FA_NEG_INF;  // running max of the raw (sign-folded) scores
+    float l = 0.f;         // running sum of 2^((s - m) * factor)
+    float acc[FA_SIMT_D_PER_LANE];
+#pragma unroll
+    for (int t = 0; t < FA_SIMT_D_PER_LANE; t++) acc[t] = 0.f;
+
+    if (i < lq)
+    {
+        const int lo = fa_simt_row_lo(p, i, lq, lk);
+        const int hi = fa_simt_row_hi(p, i, lq, lk);
+        const int hk = h / p.group;
+        const fa_elem* k_g = p.k + b * p.k_sb + hk * p.k_sh;
+        const fa_elem* v_g = p.v + b * p.v_sb + hk * p.v_sh;
+        const int* keep_row = 0;  // block flags of this row's query block, [mask_k_blocks]
+        if (p.block_keep)
+        {
+            const int hm = p.mask_heads == 1 ? 0 : h;
+            keep_row = p.block_keep + ((fa_i64)hm * p.mask_q_blocks + i / p.mask_block_q) * p.mask_k_blocks;
+        }
+        for (int j0 = lo; j0 <= hi; j0 += 32)
+        {
+            const int j = j0 + lane;
+            const bool valid = j <= hi && (keep_row == 0 || keep_row[j / p.mask_block_k] != 0);
+            float s = FA_NEG_INF;
+            if (valid)
+            {
+                const fa_elem* k_row = k_g + (fa_i64)j * p.k_ss;
+                float dot = 0.f;
+                for (int d = 0; d < D; d++) dot += q_row[d] * fa_to_float(k_row[d * p.k_sd]);
+                s = dot;
+            }
+            const float tile_max = fa_warp_max(s);
+            if (tile_max == FA_NEG_INF) continue;  // the same on every lane: no visible key among these 32
+            const float m_new = fa_max(m, tile_max);
+            const float alpha = fa_exp2((m - m_new) * p.factor);  // 0 while m is -inf
+            const float pj_own = valid ? fa_exp2((s - m_new) * p.factor) : 0.f;
+            l = l * alpha + fa_warp_sum(pj_own);
+            m = m_new;
+#pragma unroll
+            for (int t = 0; t < FA_SIMT_D_PER_LANE; t++) acc[t] *= alpha;
+            const int count = hi - j0 + 1 < 32 ? hi - j0 + 1 : 32;
+            for (int jj = 0; jj < count; jj++)
+            {
+                const float pj = fa_simt_shfl_idx(pj_own, jj);
+                if (pj == 0.f) continue;  // masked (or underflowed): its V row is not read
+                const fa_elem* v_row = v_g + (fa_i64)(j0 + jj) * p.v_ss;
+#pragma unroll
+                for (int t = 0; t < FA_SIMT_D_PER_LANE; t++)
+                {
+                    const int d = lane + 32 * t;
+                    if (d < D) acc[t] += pj * fa_to_float(v_row[d * p.v_sd]);
+                }
+            }
+        }
+    }
+
+    // Rows that saw no key (and padding rows i >= lq) write zeros and LSE = -inf.
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    fa_elem* o_g = p.o + b * p.o_sb + (fa_i64)i * p.o_ss + h * p.o_sh;
+#pragma unroll
+    for (int t = 0; t < FA_SIMT_D_PER_LANE; t++)
+    {
+        const int d = lane + 32 * t;
+        if (d < D) o_g[d * p.o_sd] = fa_from_float(acc[t] * inv);
+    }
+    if (p.lse && lane == 0)
+    {
+        p.lse[b * p.lse_sb + h * p.lse_sh + (fa_i64)i * p.lse_ss] = l > 0.f ? (m * p.factor + log2f(l)) * FA_LN2 : FA_NEG_INF;
+    }
+}
