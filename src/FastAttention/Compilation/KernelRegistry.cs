@@ -33,6 +33,14 @@ public static class KernelRegistry
             new Dictionary<string, string> { ["FA_DTYPE"] = ((int)type).ToString(System.Globalization.CultureInfo.InvariantCulture) });
     }
 
+    /// <summary>Multi-head attention module helpers (<c>module.cu</c>): <c>fa_bias_rows</c>, the bias broadcast the projections fold into their GEMM.</summary>
+    public static KernelSpecialization Module(KernelElementType type)
+    {
+        string s = type.Suffix();
+        return new KernelSpecialization($"module_{s}", "module.cu", [$"fa_bias_rows_{s}"],
+            new Dictionary<string, string> { ["FA_DTYPE"] = ((int)type).ToString(System.Globalization.CultureInfo.InvariantCulture) });
+    }
+
     /// <summary>
     /// The tuned attention forward (<c>attention_fwd.cu</c>) for one head dim and a 16-bit type: one program with three
     /// kernels, <c>fa_fwd_hd{D}_{type}</c> (key/query lengths), <c>..._causal</c> (causal and/or sliding window) and
@@ -78,15 +86,64 @@ public static class KernelRegistry
             new Dictionary<string, string> { ["FA_DTYPE"] = ((int)type).ToString(System.Globalization.CultureInfo.InvariantCulture) });
     }
 
+    /// <summary>Head dimensions the paged decode and KV append kernels are specialised for.</summary>
+    public static IReadOnlyList<int> DecodeHeadDims { get; } = [64, 128, 256];
+
+    /// <summary>
+    /// Split-KV decode over a paged or contiguous KV cache (<c>paged_decode.cu</c>): the tuned kernel
+    /// <c>fa_paged_decode_hd{D}_{t}</c>, the plain SIMT kernel <c>fa_paged_decode_simt_hd{D}_{t}</c> and the
+    /// split combine kernel <c>fa_decode_combine_hd{D}_{t}</c>.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="headDim"/> is not in <see cref="DecodeHeadDims"/>.</exception>
+    public static KernelSpecialization PagedDecode(KernelElementType type, int headDim)
+    {
+        RequireDecodeHeadDim(headDim);
+        string s = type.Suffix();
+        return new KernelSpecialization($"paged_decode_hd{headDim}_{s}", "paged_decode.cu",
+            [$"fa_paged_decode_hd{headDim}_{s}", $"fa_paged_decode_simt_hd{headDim}_{s}", $"fa_decode_combine_hd{headDim}_{s}"],
+            DecodeDefines(type, headDim));
+    }
+
+    /// <summary>
+    /// KV cache append (<c>kv_append.cu</c>): <c>fa_kv_append_hd{D}_{t}</c> writes a batch's new tokens through the
+    /// block tables, <c>fa_kv_copy_pages_hd{D}_{t}</c> performs the copy-on-write page copies before it.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="headDim"/> is not in <see cref="DecodeHeadDims"/>.</exception>
+    public static KernelSpecialization KvAppend(KernelElementType type, int headDim)
+    {
+        RequireDecodeHeadDim(headDim);
+        string s = type.Suffix();
+        return new KernelSpecialization($"kv_append_hd{headDim}_{s}", "kv_append.cu",
+            [$"fa_kv_append_hd{headDim}_{s}", $"fa_kv_copy_pages_hd{headDim}_{s}"], DecodeDefines(type, headDim));
+    }
+
+    private static void RequireDecodeHeadDim(int headDim)
+    {
+        if (!DecodeHeadDims.Contains(headDim))
+        {
+            throw new ArgumentException(
+                $"head dim {headDim} has no GPU decode/append kernel; supported: {string.Join(", ", DecodeHeadDims)}.", nameof(headDim));
+        }
+    }
+
+    private static Dictionary<string, string> DecodeDefines(KernelElementType type, int headDim) => new()
+    {
+        ["FA_DTYPE"] = ((int)type).ToString(System.Globalization.CultureInfo.InvariantCulture),
+        ["FA_HEAD_DIM"] = headDim.ToString(System.Globalization.CultureInfo.InvariantCulture),
+    };
+
     /// <summary>Every specialisation, in a stable order.</summary>
     public static IReadOnlyList<KernelSpecialization> All { get; } =
     [
         .. s_allTypes.Select(Utility),
         PreludeSmoke(KernelElementType.Float16),
         PreludeSmoke(KernelElementType.BFloat16),
+        .. s_allTypes.Select(Module),
         .. s_allTypes.Select(AttentionForwardSimt),
         .. from d in Gpu.AttentionKernelTraits.SupportedHeadDims
            from t in new[] { KernelElementType.Float16, KernelElementType.BFloat16 }
            select AttentionForward(d, t),
+        .. s_allTypes.SelectMany(t => DecodeHeadDims.Select(d => PagedDecode(t, d))),
+        .. s_allTypes.SelectMany(t => DecodeHeadDims.Select(d => KvAppend(t, d))),
     ];
 }

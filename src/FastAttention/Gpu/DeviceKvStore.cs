@@ -1,0 +1,213 @@
+// The device side shared by CudaPagedKvCache and CudaKvCache: K/V pools with their row strides, the kernels of both
+// families, the launch-parameter structs they take (mirrors of the C structs), and reusable staging and scratch.
+using System.Runtime.InteropServices;
+using FastAttention.Compilation;
+using FastAttention.Interop;
+using FastAttention.Runtime;
+
+namespace FastAttention.Gpu;
+
+/// <summary>Mirror of <c>fa_decode_params</c> (paged_decode.cu); the kernel file asserts the same size.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct DecodeParams
+{
+    public const int Size = 232;
+    public nint Q, KPool, VPool, BlockTables, SeqLens, O, Lse, PartO, PartLse;
+    public long QStrideB, QStrideS, QStrideH, OStrideB, OStrideS, OStrideH, LseStrideB, LseStrideH, LseStrideS, KvHeadStride, PageStride;
+    public int Batch, QLen, Heads, KvHeads, Group, TableStride, PageShift, Causal, WindowLeft, WindowRight, NumSplits, KeysPerSplit, RowChunks;
+    public float ScaleLog2, Softcap, SoftcapLog2, ScaleOverSoftcap;
+}
+
+/// <summary>Mirror of <c>fa_kv_append_params</c> (kv_append.cu).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct KvAppendParams
+{
+    public const int Size = 120;
+    public nint KSrc, VSrc, KPool, VPool, BlockTables, EntryTokenStart, EntryPosition;
+    public long SrcEntryStride, SrcTokenStride, SrcHeadStride, PoolHeadStride, PoolPageStride;
+    public int Entries, Tokens, KvHeads, TableStride, PageShift, Ragged;
+}
+
+/// <summary>Mirror of <c>fa_kv_copy_params</c> (kv_append.cu).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct KvCopyParams
+{
+    public const int Size = 48;
+    public nint KPool, VPool, Copies;
+    public long PoolHeadStride, PoolPageStride;
+    public int Count;
+}
+
+/// <summary>
+/// A grow-only int32 upload area: pinned host memory, a device buffer and an event. <see cref="Begin"/> waits until
+/// the previous upload has left the pinned memory, <see cref="Upload"/> queues the copy on the stream, so kernels
+/// queued after it on that stream read the new contents and kernels queued before it read the old ones.
+/// </summary>
+internal sealed unsafe class DeviceStaging(CudaContext context) : IDisposable
+{
+    private PinnedHostBuffer<int>? _host;
+    private DeviceBuffer<int>? _device;
+    private CudaEvent? _copied;
+
+    /// <summary>Host memory for <paramref name="count"/> ints, free to overwrite.</summary>
+    public Span<int> Begin(int count, CudaStream stream)
+    {
+        _copied ??= CudaEvent.Create(context, enableTiming: false);
+        _copied.Synchronize();
+        if (_host is null || _host.Length < count)
+        {
+            // Kernels queued earlier may still read the old device buffer: let them finish before freeing it.
+            stream.Synchronize();
+            int capacity = Math.Max(count, Math.Min(int.MaxValue / 2, (_host?.Length ?? 256)) * 2);
+            _host?.Dispose();
+            _device?.Dispose();
+            _host = PinnedHostBuffer<int>.Allocate(context, capacity);
+            _device = DeviceBuffer<int>.Allocate(context, capacity);
+        }
+        return _host.Span[..count];
+    }
+
+    /// <summary>Queues the copy of the first <paramref name="count"/> ints; returns the device address of int 0.</summary>
+    public nint Upload(int count, CudaStream stream)
+    {
+        nint device = _device!.DevicePointer;
+        if (count > 0)
+        {
+            nint raw = stream.Bind();
+            NativeStatus.Check(CudaDriver.cuMemcpyHtoDAsync_v2(device, (void*)_host!.HostPointer, (nuint)count * sizeof(int), raw));
+            _copied!.Record(stream);
+        }
+        GC.KeepAlive(_host);
+        return device;
+    }
+
+    public void Dispose()
+    {
+        _host?.Dispose();
+        _device?.Dispose();
+        _copied?.Dispose();
+    }
+}
+
+/// <summary>
+/// K and V pools of a device cache and everything a launch on them needs. Row of KV head h, page p, slot s starts at
+/// element <c>h * HeadStride + p * PageStride + s * HeadDim</c> (64-bit). Not thread-safe; one stream at a time.
+/// </summary>
+internal sealed class DeviceKvStore<T> : IDisposable where T : unmanaged
+{
+    private CudaModule? _decodeModule, _appendModule;
+    private DeviceBuffer<float>? _scratch;
+    private int _blocksPerMultiprocessor;
+
+    public DeviceKvStore(CudaContext context, long rows, int pageSize, long headStride, int kvHeads, int headDim)
+    {
+        Context = context;
+        Type = KernelElementTypes.Of<T>();
+        (PageSize, PageShift, HeadStride, PageStride, KvHeads, HeadDim) =
+            (pageSize, System.Numerics.BitOperations.Log2((uint)pageSize), headStride, (long)pageSize * headDim, kvHeads, headDim);
+        Keys = DeviceBuffer<T>.Allocate(context, rows * headDim);
+        try
+        {
+            Values = DeviceBuffer<T>.Allocate(context, rows * headDim);
+        }
+        catch
+        {
+            Keys.Dispose();
+            throw;
+        }
+        Staging = new DeviceStaging(context);
+    }
+
+    public CudaContext Context { get; }
+    public KernelElementType Type { get; }
+    public int PageSize { get; }
+    public int PageShift { get; }
+    public long HeadStride { get; }
+    public long PageStride { get; }
+    public int KvHeads { get; }
+    public int HeadDim { get; }
+    public DeviceBuffer<T> Keys { get; }
+    public DeviceBuffer<T> Values { get; }
+    public DeviceStaging Staging { get; }
+
+    private string Suffix => $"hd{HeadDim}_{Type.Suffix()}";
+
+    public CudaKernel GetDecodeKernel(DecodeKernel kernel) => DecodeModule.GetKernel(
+        kernel == DecodeKernel.Plain ? $"fa_paged_decode_simt_{Suffix}" : $"fa_paged_decode_{Suffix}");
+
+    public CudaKernel CombineKernel => DecodeModule.GetKernel($"fa_decode_combine_{Suffix}");
+    public CudaKernel AppendKernel => AppendModule.GetKernel($"fa_kv_append_{Suffix}");
+    public CudaKernel CopyPagesKernel => AppendModule.GetKernel($"fa_kv_copy_pages_{Suffix}");
+
+    /// <summary>Resident tuned decode blocks per SM, from the loaded kernel's registers and shared memory.</summary>
+    public int BlocksPerMultiprocessor
+    {
+        get
+        {
+            if (_blocksPerMultiprocessor == 0)
+            {
+                var a = GetDecodeKernel(DecodeKernel.Tuned).Attributes;
+                var d = Context.Device;
+                _blocksPerMultiprocessor = DecodePlanner.BlocksPerMultiprocessor(a.Registers, a.StaticSharedMemoryBytes, 128,
+                    d.RegistersPerMultiprocessor, d.SharedMemoryPerMultiprocessorBytes, d.MaxThreadsPerMultiprocessor);
+            }
+            return _blocksPerMultiprocessor;
+        }
+    }
+
+    /// <summary>fp32 scratch of at least <paramref name="count"/> elements (grow-only; the stream is drained before a regrowth frees the old one).</summary>
+    public DeviceBuffer<float> Scratch(long count, CudaStream stream)
+    {
+        if (_scratch is null || _scratch.Length < count)
+        {
+            stream.Synchronize();
+            _scratch?.Dispose();
+            _scratch = null;
+            _scratch = DeviceBuffer<float>.Allocate(Context, Math.Max(count, 1));
+        }
+        return _scratch;
+    }
+
+    /// <summary>Queues the copy-on-write copies (<paramref name="count"/> triples source, destination, slots at <paramref name="copies"/>).</summary>
+    public void LaunchCopies(CudaStream stream, nint copies, int count)
+    {
+        var p = new KvCopyParams
+        {
+            KPool = Keys.DevicePointer, VPool = Values.DevicePointer, Copies = copies,
+            PoolHeadStride = HeadStride, PoolPageStride = PageStride, Count = count,
+        };
+        var args = new KernelArguments();
+        args.Add(p);
+        CopyPagesKernel.Launch(new LaunchConfig(new Dim3((uint)count, (uint)KvHeads), 128), stream, ref args);
+    }
+
+    /// <summary>Queues the append of <paramref name="tokens"/> tokens of <paramref name="entries"/> batch entries (device arrays already uploaded).</summary>
+    public void LaunchAppend(CudaStream stream, DeviceTensor<T> key, DeviceTensor<T> value, TokenSource src, bool ragged,
+        int entries, int tokens, nint tables, int tableStride, nint tokenStarts, nint positions)
+    {
+        var p = new KvAppendParams
+        {
+            KSrc = key.DevicePointer, VSrc = value.DevicePointer, KPool = Keys.DevicePointer, VPool = Values.DevicePointer,
+            BlockTables = tables, EntryTokenStart = tokenStarts, EntryPosition = positions,
+            SrcEntryStride = src.EntryStride, SrcTokenStride = src.TokenStride, SrcHeadStride = src.HeadStride,
+            PoolHeadStride = HeadStride, PoolPageStride = PageStride,
+            Entries = entries, Tokens = tokens, KvHeads = KvHeads, TableStride = tableStride, PageShift = PageShift, Ragged = ragged ? 1 : 0,
+        };
+        var args = new KernelArguments();
+        args.Add(p);
+        AppendKernel.Launch(new LaunchConfig((uint)tokens, 128), stream, ref args);
+    }
+
+    private CudaModule DecodeModule => _decodeModule ??= CudaModule.Load(Context, KernelCompiler.Shared, KernelRegistry.PagedDecode(Type, HeadDim));
+    private CudaModule AppendModule => _appendModule ??= CudaModule.Load(Context, KernelCompiler.Shared, KernelRegistry.KvAppend(Type, HeadDim));
+
+    public void Dispose()
+    {
+        Keys.Dispose();
+        Values.Dispose();
+        Staging.Dispose();
+        _scratch?.Dispose();
+        _decodeModule?.Dispose();
+        _appendModule?.Dispose();
+    }
+}
