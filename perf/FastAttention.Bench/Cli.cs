@@ -148,6 +148,25 @@ internal static class Cli
         }));
         root.Add(compare);
 
+        // ---- gpu
+        var gpuQuick = new Option<bool>("--quick") { Description = "Fewer shapes (fp16 only, three sequence lengths) and 5 timed calls instead of 10." };
+        var gpuJson = new Option<string?>("--json") { Description = $"Also write the results as JSON to FILE (schema {Gpu.GpuCommand.Schema}: device, peak HBM, kernels' registers/spills, rows).", HelpName = "FILE" };
+        var gpuOnly = new Option<string?>("--only") { Description = $"Run only these sections, comma-separated: {string.Join(", ", Gpu.GpuCommand.Sections)}.", HelpName = "LIST" };
+        gpuOnly.Validators.Add(r => ValidateSet(r, Gpu.GpuCommand.Sections));
+        var gpuProbe = new Option<bool>("--probe") { Description = $"Only report whether a CUDA device is usable: exit 0 if so, {Gpu.GpuCommand.NoDevice} if not." };
+        var gpu = new Command("gpu", "FastAttention's CUDA kernels timed with CUDA events (warm-ups, median of N) on the shapes of the PyTorch peers " +
+                                     "(perf/peers/torch_gpu_*.py): device copy bandwidth, forward tuned and plain, block-sparse vs dense, softmax. " +
+                                     "Without a CUDA device: one 'no CUDA device' line and exit 0.")
+        {
+            gpuQuick, gpuJson, gpuOnly, gpuProbe,
+        };
+        gpu.SetAction(parse => Guard(console, () =>
+        {
+            var sections = parse.GetValue(gpuOnly) is { } list ? SplitList(list).ToHashSet() : Gpu.GpuCommand.Sections.ToHashSet();
+            return Gpu.GpuCommand.Run(console, parse.GetValue(gpuQuick), parse.GetValue(gpuProbe), parse.GetValue(gpuJson), sections, args);
+        }));
+        root.Add(gpu);
+
         // ---- maps
         var text = new Option<string>("--text") { Description = "Text to run all-MiniLM-L6-v2 on (cut to 256 tokens).", Required = true };
         var layer = new Option<int>("--layer") { Description = "Layer to draw, 0..5.", HelpName = "N", DefaultValueFactory = _ => 0 };

@@ -26,6 +26,8 @@ public sealed class CudaDevice
         WarpSize = Attribute(device, CuDeviceAttribute.WarpSize);
         L2CacheBytes = Attribute(device, CuDeviceAttribute.L2CacheSize);
         MemoryBusWidthBits = Attribute(device, CuDeviceAttribute.GlobalMemoryBusWidth);
+        MemoryClockRateKHz = CudaDriver.cuDeviceGetAttribute(out int memoryClock, CuDeviceAttribute.MemoryClockRate, device) == CuResult.Success
+            ? memoryClock : 0;
     }
 
     /// <summary>Device ordinal (0-based, as <c>CUDA_VISIBLE_DEVICES</c> numbers them).</summary>
@@ -69,6 +71,12 @@ public sealed class CudaDevice
 
     /// <summary>Memory bus width in bits.</summary>
     public int MemoryBusWidthBits { get; }
+
+    /// <summary>
+    /// Peak memory clock in kHz as the driver reports it (0 when it does not); with <see cref="MemoryBusWidthBits"/>
+    /// it gives the theoretical DRAM bandwidth, <c>2 · clock · width / 8</c> (double data rate).
+    /// </summary>
+    public int MemoryClockRateKHz { get; }
 
     /// <summary>Number of CUDA devices; 0 when the driver reports no device.</summary>
     /// <exception cref="DllNotFoundException">The CUDA driver library cannot be loaded (the message says what was tried).</exception>

@@ -1,0 +1,233 @@
+// The GPU timings of `gpu`: CUDA events around each call after warm-ups, median of N. Device buffers are allocated
+// once per element type at the largest size and viewed with the shape of each case (batch · seq is constant).
+using FastAttention.Bench.Output;
+using FastAttention.Compilation;
+using FastAttention.Gpu;
+using FastAttention.Runtime;
+
+namespace FastAttention.Bench.Gpu;
+
+internal sealed class GpuBench
+{
+    private readonly CudaContext _context;
+    private readonly CudaStream _stream;
+    private readonly bool _quick;
+    private readonly TextWriter _log;
+    private readonly double? _peakGbs;
+    private readonly Dictionary<(string Case, string Impl), double> _medians = [];
+
+    public GpuBench(CudaContext context, CudaStream stream, bool quick, TextWriter log, double? peakGbs)
+    {
+        _context = context;
+        _stream = stream;
+        _quick = quick;
+        _log = log;
+        _peakGbs = peakGbs;
+        Kernels = CompileReports(context.Device);
+    }
+
+    /// <summary>ptxas report of every registered kernel for this device's architecture (empty when NVRTC targets PTX).</summary>
+    public IReadOnlyCollection<KernelResourceUsage> Kernels { get; }
+
+    private int Warmups => 2;
+    private int Reps => _quick ? 5 : 10;
+
+    /// <summary>Device-to-device copy of 1 GiB: the measured HBM ceiling next to the theoretical peak.</summary>
+    public IEnumerable<ResultRow> Copy()
+    {
+        const long bytes = 1L << 30;
+        using var a = DeviceBuffer<byte>.Allocate(_context, bytes);
+        using var b = DeviceBuffer<byte>.Allocate(_context, bytes);
+        a.ClearAsync(_stream);
+        var m = Time(() => b.CopyFrom(a, 0, _stream));
+        yield return Bandwidth(new ResultRow { Section = "copy", Case = "copy d2d 1GiB", Impl = "cuMemcpyDtoD", Params = "read + write" }, m, 2.0 * bytes);
+    }
+
+    /// <summary>The forward sweep, tuned and plain (plain up to <see cref="GpuCases.PlainMaxSeq"/>).</summary>
+    public IEnumerable<ResultRow> Forward()
+    {
+        var rows = new List<ResultRow>();
+        foreach (var group in GpuCases.Forward(_quick).GroupBy(c => c.Dtype))
+        {
+            if (group.Key == "fp16") rows.AddRange(ForwardOf<Half>([.. group]));
+            else rows.AddRange(ForwardOf<BFloat16>([.. group]));
+        }
+        return rows;
+    }
+
+    private List<ResultRow> ForwardOf<T>(IReadOnlyList<GpuForwardCase> cases) where T : unmanaged
+    {
+        var rows = new List<ResultRow>();
+        long elements = (long)GpuCases.Tokens * GpuCases.Hidden;
+        using var q = Random<T>(elements, 1);
+        using var k = Random<T>(elements, 2);
+        using var v = Random<T>(elements, 3);
+        using var o = DeviceBuffer<T>.Allocate(_context, elements);
+        using var attention = new CudaAttention(_context);
+        foreach (GpuForwardCase c in cases)
+        {
+            using var qt = View(q, c.Batch, c.Seq, c.Heads, c.HeadDim);
+            using var kt = View(k, c.Batch, c.Seq, c.Heads, c.HeadDim);
+            using var vt = View(v, c.Batch, c.Seq, c.Heads, c.HeadDim);
+            using var ot = View(o, c.Batch, c.Seq, c.Heads, c.HeadDim);
+            var options = new AttentionOptions { Mask = c.Causal ? AttentionMask.CausalMask : AttentionMask.None };
+            foreach (CudaKernelVariant variant in new[] { CudaKernelVariant.Tuned, CudaKernelVariant.Plain })
+            {
+                if (variant == CudaKernelVariant.Plain && c.Seq > (_quick ? 1024 : GpuCases.PlainMaxSeq)) continue;
+                attention.Variant = variant;
+                _log.WriteLine($"[gpu] {c.Name} {variant}");
+                var m = Time(() => attention.Forward(qt, kt, vt, ot, options, stream: _stream));
+                string impl = variant == CudaKernelVariant.Tuned ? "fastattention" : "fastattention-plain";
+                rows.Add(Throughput(Row("forward", c.Name, impl, c.Dtype, c.Batch, c.Seq, c.Heads, c.HeadDim, c.Causal)
+                    with { Params = attention.LastKernelName }, m, c.Flops));
+            }
+        }
+        return rows;
+    }
+
+    /// <summary>Block-sparse (12.5% of the blocks) vs the dense forward of the same shape.</summary>
+    public IEnumerable<ResultRow> Sparse()
+    {
+        var rows = new List<ResultRow>();
+        foreach (GpuSparseCase c in GpuCases.Sparse(_quick))
+        {
+            rows.AddRange(c.Dtype == "fp16" ? SparseOf<Half>(c) : SparseOf<BFloat16>(c));
+        }
+        return rows;
+    }
+
+    private List<ResultRow> SparseOf<T>(GpuSparseCase c) where T : unmanaged
+    {
+        long elements = (long)c.Batch * c.Seq * c.Heads * c.HeadDim;
+        using var q = Random<T>(elements, 4);
+        using var k = Random<T>(elements, 5);
+        using var v = Random<T>(elements, 6);
+        using var o = DeviceBuffer<T>.Allocate(_context, elements);
+        using var qt = View(q, c.Batch, c.Seq, c.Heads, c.HeadDim);
+        using var kt = View(k, c.Batch, c.Seq, c.Heads, c.HeadDim);
+        using var vt = View(v, c.Batch, c.Seq, c.Heads, c.HeadDim);
+        using var ot = View(o, c.Batch, c.Seq, c.Heads, c.HeadDim);
+        using var attention = new CudaAttention(_context);
+        var mask = BlockSparseMask.Random(c.Seq, c.Seq, c.BlockSize, c.BlockSize, c.BlocksPerRow, seed: 1);
+        var sparse = new AttentionOptions { Mask = new AttentionMask { BlockMask = mask } };
+        _log.WriteLine($"[gpu] {c.Name}");
+        var dense = Time(() => attention.Forward(qt, kt, vt, ot, AttentionOptions.Default, stream: _stream));
+        var ms = Time(() => attention.Forward(qt, kt, vt, ot, sparse, stream: _stream));
+        var denseRow = Throughput(Row("sparse", c.Dense.Name, "fastattention", c.Dtype, c.Batch, c.Seq, c.Heads, c.HeadDim, false)
+            with { Density = 1.0, Params = "dense baseline" }, dense, c.Dense.Flops);
+        var sparseRow = Throughput(Row("sparse", c.Name, "fastattention", c.Dtype, c.Batch, c.Seq, c.Heads, c.HeadDim, false)
+            with { Density = mask.Density, Params = $"random {c.BlockSize}x{c.BlockSize} blocks, {c.BlocksPerRow}/row", Speedup = dense.MedianMs / ms.MedianMs },
+            ms, c.Dense.Flops * mask.Density);
+        return [denseRow, sparseRow];
+    }
+
+    /// <summary>The fused softmax, tuned and plain: GB/s (one read, one write) and % of peak HBM.</summary>
+    public IEnumerable<ResultRow> Softmax()
+    {
+        var rows = new List<ResultRow>();
+        using var softmax = new CudaSoftmax(_context);
+        foreach (GpuSoftmaxCase c in GpuCases.Softmax(_quick))
+        {
+            rows.AddRange(c.Dtype == "fp16" ? SoftmaxOf<Half>(softmax, c) : SoftmaxOf<float>(softmax, c));
+        }
+        return rows;
+    }
+
+    private List<ResultRow> SoftmaxOf<T>(CudaSoftmax softmax, GpuSoftmaxCase c) where T : unmanaged
+    {
+        var rows = new List<ResultRow>();
+        long elements = (long)c.Batch * c.Heads * c.SeqQ * c.SeqK;
+        using var x = Random<T>(elements, 7);
+        using var y = DeviceBuffer<T>.Allocate(_context, elements);
+        nint[] lengths = [c.Batch, c.Heads, c.SeqQ, c.SeqK];
+        nint[] strides = [(nint)c.Heads * c.SeqQ * c.SeqK, (nint)c.SeqQ * c.SeqK, c.SeqK, 1];
+        using var xt = DeviceTensor<T>.Wrap(_context, x.DevicePointer, lengths, strides);
+        using var yt = DeviceTensor<T>.Wrap(_context, y.DevicePointer, lengths, strides);
+        foreach (CudaKernelVariant variant in new[] { CudaKernelVariant.Tuned, CudaKernelVariant.Plain })
+        {
+            softmax.Variant = variant;
+            _log.WriteLine($"[gpu] {c.Name} {variant}");
+            var m = Time(() => softmax.Run(xt, yt, 0.125f, null, _stream));
+            rows.Add(Bandwidth(new ResultRow
+            {
+                Section = "softmax", Case = c.Name, Impl = variant == CudaKernelVariant.Tuned ? "fastattention" : "fastattention-plain",
+                Dtype = c.Dtype, Batch = c.Batch, Heads = c.Heads, SeqQ = c.SeqQ, SeqK = c.SeqK, Params = "read + write",
+            }, m, c.Bytes));
+        }
+        return rows;
+    }
+
+    // ---- helpers ------------------------------------------------------------------------------------------------
+
+    private Measurement Time(Action call)
+    {
+        for (int i = 0; i < Warmups; i++) call();
+        _stream.Synchronize();
+        using var start = CudaEvent.Create(_context);
+        using var end = CudaEvent.Create(_context);
+        var times = new double[Reps];
+        for (int i = 0; i < Reps; i++)
+        {
+            start.Record(_stream);
+            call();
+            end.Record(_stream);
+            end.Synchronize();
+            times[i] = CudaEvent.ElapsedMilliseconds(start, end);
+        }
+        Array.Sort(times);
+        double median = times.Length % 2 == 1 ? times[times.Length / 2] : 0.5 * (times[times.Length / 2 - 1] + times[times.Length / 2]);
+        return new Measurement(median, times[0], times[^1], times.Length);
+    }
+
+    private static ResultRow Row(string section, string name, string impl, string dtype, int b, int s, int h, int d, bool causal) => new()
+    {
+        Section = section, Case = name, Impl = impl, Dtype = dtype, Batch = b, SeqQ = s, SeqK = s, Heads = h, KvHeads = h, HeadDim = d, Causal = causal,
+    };
+
+    private static ResultRow Throughput(ResultRow row, Measurement m, double flops) =>
+        row.WithTime(m) with { Flops = flops, Gflops = flops / (m.MedianMs * 1e-3) / 1e9 };
+
+    private ResultRow Bandwidth(ResultRow row, Measurement m, double bytes)
+    {
+        double gbs = bytes / (m.MedianMs * 1e-3) / 1e9;
+        return row.WithTime(m) with { Bytes = bytes, Gbs = gbs, PctReadPeak = _peakGbs is { } p ? gbs / p : null };
+    }
+
+    private static DeviceTensor<T> View<T>(DeviceBuffer<T> buffer, int b, int s, int h, int d) where T : unmanaged =>
+        DeviceTensor<T>.WrapBshd(buffer.Context, buffer.DevicePointer, b, s, h, d);
+
+    // Uniform values in [-1, 1) from a fixed seed, uploaded once per buffer.
+    private DeviceBuffer<T> Random<T>(long count, ulong seed) where T : unmanaged
+    {
+        var values = new float[count];
+        ulong state = 0x9E3779B97F4A7C15UL * (seed + 1);
+        for (long i = 0; i < count; i++)
+        {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            values[i] = (float)((state >> 40) * (1.0 / (1UL << 24)) * 2.0 - 1.0);
+        }
+        if (typeof(T) == typeof(float)) return (DeviceBuffer<T>)(object)DeviceBuffer<float>.FromSpan(_context, values);
+        if (typeof(T) == typeof(Half))
+        {
+            var half = new Half[count];
+            System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(values, half);
+            return (DeviceBuffer<T>)(object)DeviceBuffer<Half>.FromSpan(_context, half);
+        }
+        var bf16 = new BFloat16[count];
+        for (long i = 0; i < count; i++) bf16[i] = (BFloat16)values[i];
+        return (DeviceBuffer<T>)(object)DeviceBuffer<BFloat16>.FromSpan(_context, bf16);
+    }
+
+    private static IReadOnlyCollection<KernelResourceUsage> CompileReports(CudaDevice device)
+    {
+        CompileTarget target = KernelCompiler.TargetFor(device);
+        var result = new List<KernelResourceUsage>();
+        foreach (KernelSpecialization spec in KernelRegistry.All)
+        {
+            result.AddRange(KernelCompiler.Shared.Compile(spec, target).ResourceUsage.Values);
+        }
+        return result;
+    }
+}
