@@ -850,6 +850,7 @@ inline float flush_subnormal(float x) { return (float_to_bits(x) & 0x7F800000u) 
 inline void ex2_approx_ftz_f32__s_s(float& d, float a) { d = flush_subnormal(exp2f(flush_subnormal(a))); }
 inline void ex2_approx_f32__s_s(float& d, float a) { d = exp2f(a); }
 inline void lg2_approx_ftz_f32__s_s(float& d, float a) { d = flush_subnormal(log2f(flush_subnormal(a))); }
+inline void lg2_approx_f32__s_s(float& d, float a) { d = log2f(a); }
 inline void rcp_approx_ftz_f32__s_s(float& d, float a) { d = flush_subnormal(1.0f / flush_subnormal(a)); }
 inline void tanh_approx_f32__s_s(float& d, float a) { d = tanhf(a); }
 
