@@ -96,7 +96,7 @@ public static class DecodePlanner
         long blocks = (long)batch * kvHeads * rowChunks;
         if (blocks >= 2L * multiprocessors) return 1;
         int minKeys = Math.Max(pageSize, MinKeysPerSplit);
-        int most = (int)Math.Min(limit, ((long)maxLength + minKeys - 1) / minKeys);
+        int most = (int)Math.Min(limit, maxLength / minKeys);   // every split keeps at least minKeys keys
         if (most <= 1) return 1;
         long slots = (long)multiprocessors * blocksPerMultiprocessor;
         double best = 0;
