@@ -130,6 +130,7 @@ struct WarpSlot
 {
     u32 arrived = 0;       // lanes waiting in the collective
     u32 members = 0;       // lanes the collective needs
+    u32 exited = 0;        // lanes of this warp that have left the kernel
     const char* op = nullptr;
     u64 in[32][8];
     u64 out[32][8];
@@ -305,13 +306,9 @@ __attribute__((noinline, noipa)) inline void warp_collective(const char* op, u32
         fail("%s (mask 0x%08x) while other lanes of the warp wait in %s (mask 0x%08x): divergent warp collectives", op,
              members, s.op, s.members);
     }
-    for (int i = 0; i < L.threads; i++)
+    if ((members & s.exited) != 0)
     {
-        const Fiber& f = L.fibers[i];
-        if (f.warp == self->warp && ((members >> f.lane) & 1u) && f.state == State::Exited)
-        {
-            fail("%s: lane %d of the member mask 0x%08x has exited and can never arrive", op, f.lane, members);
-        }
+        fail("%s: lane %d of the member mask 0x%08x has exited and can never arrive", op, __builtin_ctz(members & s.exited), members);
     }
     memcpy(s.in[self->lane], in, sizeof(u64) * (size_t)in_words);
     s.arrived |= bit;
@@ -319,10 +316,11 @@ __attribute__((noinline, noipa)) inline void warp_collective(const char* op, u32
     {
         compute(s);
         s.arrived = 0;
-        for (int i = 0; i < L.threads; i++)
+        const int first = self->warp * 32, last = first + 32 < L.threads ? first + 32 : L.threads;
+        for (int i = first; i < last; i++)
         {
             Fiber& f = L.fibers[i];
-            if (f.warp == self->warp && ((members >> f.lane) & 1u) && f.state == State::Waiting && f.wait == WaitKind::Warp)
+            if (((members >> f.lane) & 1u) && f.state == State::Waiting && f.wait == WaitKind::Warp)
             {
                 f.state = State::Runnable;
                 f.wait = WaitKind::None;
@@ -347,6 +345,7 @@ inline void fiber_main(void*)
     Fiber* self = current;
     self->state = State::Exited;
     L.live--;
+    L.warp_slots[self->warp].exited |= 1u << self->lane;
     // Threads waiting at __syncthreads no longer wait for this one.
     if (L.block_arrived > 0 && L.block_arrived == L.live) release_block_barrier();
     WarpSlot& s = L.warp_slots[self->warp];
@@ -457,8 +456,10 @@ inline int check_config(const char* kernel, const unsigned* grid, const unsigned
 extern "C" char __start_fa_emu_smem[];
 extern "C" char __stop_fa_emu_smem[];
 
+// flags bit 0: run the fibers of a block in reverse thread order (the default order runs thread 0 first), so a
+// missing barrier shows up whichever side of it the reader is on.
 inline int run_grid(const char* kernel, void (*body)(void*), void* arg, const unsigned* grid, const unsigned* block,
-                    int dynamic_bytes, char* error, int error_length)
+                    int dynamic_bytes, int flags, char* error, int error_length)
 {
     if (check_config(kernel, grid, block, dynamic_bytes, error, error_length) != 0) return 1;
     std::lock_guard<std::mutex> lock(launch_mutex);
@@ -510,15 +511,15 @@ inline int run_grid(const char* kernel, void (*body)(void*), void* arg, const un
                 memset(dynamic_smem, 0xFF, sizeof dynamic_smem);
                 memset(__start_fa_emu_smem, 0xFF, (size_t)(__stop_fa_emu_smem - __start_fa_emu_smem));
                 for (int i = 0; i < L.threads; i++) prepare_fiber(fibers[i]);
-                for (int w = 0; w < L.warps; w++) slots[w].arrived = 0;
+                for (int w = 0; w < L.warps; w++) slots[w].arrived = slots[w].exited = 0;
                 L.live = L.threads;
                 L.block_arrived = 0;
                 while (L.live > 0 && !L.failed)
                 {
                     bool ran = false;
-                    for (int i = 0; i < L.threads && !L.failed; i++)
+                    for (int n = 0; n < L.threads && !L.failed; n++)
                     {
-                        Fiber& f = fibers[i];
+                        Fiber& f = fibers[(flags & 1) ? L.threads - 1 - n : n];
                         if (f.state != State::Runnable) continue;
                         ran = true;
                         current = &f;
@@ -575,7 +576,7 @@ KernelCall<P...> make_call(void (*kernel)(P...), void** args, std::index_sequenc
 
 template <class... P>
 int launch(const char* name, void (*kernel)(P...), const unsigned* grid, const unsigned* block, int dynamic_bytes, void** args,
-           int count, char* error, int error_length)
+           int count, int flags, char* error, int error_length)
 {
     if (count != (int)sizeof...(P))
     {
@@ -583,7 +584,7 @@ int launch(const char* name, void (*kernel)(P...), const unsigned* grid, const u
         return 1;
     }
     KernelCall<P...> call = make_call(kernel, args, std::index_sequence_for<P...>{});
-    return run_grid(name, &KernelCall<P...>::run, &call, grid, block, dynamic_bytes, error, error_length);
+    return run_grid(name, &KernelCall<P...>::run, &call, grid, block, dynamic_bytes, flags, error, error_length);
 }
 
 inline float bits_to_float(u32 b) { float f; memcpy(&f, &b, 4); return f; }

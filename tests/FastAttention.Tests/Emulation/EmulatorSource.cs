@@ -23,9 +23,9 @@ internal static partial class EmulatorSource
         foreach (string name in kernelNames)
         {
             sb.Append(CultureInfo.InvariantCulture,
-                $"extern \"C\" __attribute__((visibility(\"default\"))) int fa_emu_launch_{name}(const unsigned* grid, const unsigned* block, int dynamic_smem, void** args, int count, char* error, int error_length)\n")
+                $"extern \"C\" __attribute__((visibility(\"default\"))) int fa_emu_launch_{name}(const unsigned* grid, const unsigned* block, int dynamic_smem, void** args, int count, int flags, char* error, int error_length)\n")
               .Append(CultureInfo.InvariantCulture,
-                $"{{ return fa_emu::launch(\"{name}\", &{name}, grid, block, dynamic_smem, args, count, error, error_length); }}\n");
+                $"{{ return fa_emu::launch(\"{name}\", &{name}, grid, block, dynamic_smem, args, count, flags, error, error_length); }}\n");
         }
         return sb.ToString();
     }
@@ -113,9 +113,12 @@ internal static partial class EmulatorSource
                 if (word is "asm" or "__asm__" or "__asm")
                 {
                     int stop = ParseAsm(source, end, out string replacement);
-                    string original = source[i..stop];
                     sb.Append(replacement);
-                    sb.Append('\n', original.Count(ch => ch == '\n'));
+                    // Keep the line count; a line break continued by a backslash (asm inside a macro) stays continued.
+                    for (int k = i; k < stop; k++)
+                    {
+                        if (source[k] == '\n') sb.Append(k > 0 && source[k - 1] == '\\' ? "\\\n" : "\n");
+                    }
                     i = stop;
                 }
                 else
@@ -164,7 +167,8 @@ internal static partial class EmulatorSource
         }
         if (i >= s.Length || s[i] != '(') throw new UnsupportedAsmException($"asm without '(' near: {Excerpt(s, pos)}");
         int close = MatchingParen(s, i);
-        string body = s[(i + 1)..close];
+        // Line splices (asm inside a macro) are whitespace here.
+        string body = s[(i + 1)..close].Replace("\\\r\n", " ", StringComparison.Ordinal).Replace("\\\n", " ", StringComparison.Ordinal);
         List<string> sections = SplitTopLevel(body, ':');
         string template = ConcatLiterals(sections[0]);
         var operands = new List<Operand>();

@@ -34,6 +34,14 @@ public sealed class EmulatorSourceTests
     }
 
     [Test]
+    public void AsmInsideAMacroKeepsItsLineContinuation()
+    {
+        const string source = "#define FA_COMMIT() asm volatile(\"cp.async.commit_group;\" \\\n    ::: \"memory\")\nint after;";
+        Assert.That(EmulatorSource.TranslateAsm(source),
+            Is.EqualTo("#define FA_COMMIT() do { fa_ptx::cp_async_commit_group__(); } while (0)\\\n\nint after;"));
+    }
+
+    [Test]
     public void AsmInCommentsAndStringsIsLeftAlone()
     {
         const string source = "// asm(\"bad\")\n/* asm(\"bad\") */ const char* s = \"asm(\\\"x\\\")\"; int plasma(int x);";

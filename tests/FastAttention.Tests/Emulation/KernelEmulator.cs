@@ -14,6 +14,16 @@ using FastAttention.Runtime;
 
 namespace FastAttention.Tests.Emulation;
 
+/// <summary>The order in which the emulator runs the threads of a block between barriers.</summary>
+internal enum EmulatorSchedule
+{
+    /// <summary>Thread 0 first: a thread that reads, before the next barrier, what a higher thread writes sees the poison.</summary>
+    Forward,
+
+    /// <summary>The last thread first: catches the mirror-image missing barrier.</summary>
+    Reverse,
+}
+
 /// <summary>A failure of the emulator: g++ log, deadlock report, launch error or a PTX rule the kernel broke.</summary>
 internal sealed class KernelEmulationException(string message) : Exception(message);
 
@@ -28,6 +38,14 @@ internal static class KernelEmulator
 
     /// <summary>Overrides the folder of compiled programs (default: fastattention-emu under the temp folder).</summary>
     public const string CacheVariable = "FASTATTN_EMU_CACHE";
+
+    /// <summary><c>reverse</c> makes <see cref="EmulatorSchedule.Reverse"/> the default schedule of every launch.</summary>
+    public const string ScheduleVariable = "FASTATTN_EMU_SCHEDULE";
+
+    /// <summary>The schedule launches use unless they name one.</summary>
+    public static EmulatorSchedule DefaultSchedule { get; } =
+        string.Equals(Environment.GetEnvironmentVariable(ScheduleVariable), "reverse", StringComparison.OrdinalIgnoreCase)
+            ? EmulatorSchedule.Reverse : EmulatorSchedule.Forward;
 
     /// <summary>The g++ options (besides -D macros and file names).</summary>
     public static readonly string[] CompilerOptions =
@@ -148,9 +166,13 @@ internal sealed unsafe class EmulatedModule
     /// Runs <paramref name="kernel"/> over the whole grid and returns when it is done (blocks run one after another).
     /// Pointer arguments are host addresses.
     /// </summary>
+    /// <param name="kernel">The kernel name.</param>
+    /// <param name="config">Grid, block and dynamic shared memory.</param>
+    /// <param name="arguments">The kernel's arguments, as for <see cref="CudaKernel.Launch"/>.</param>
+    /// <param name="schedule">Thread order between barriers; null = <see cref="KernelEmulator.DefaultSchedule"/>.</param>
     /// <exception cref="ArgumentException">The kernel is not in the specialisation.</exception>
     /// <exception cref="KernelEmulationException">Launch configuration error, deadlock, or a PTX rule broken by the kernel.</exception>
-    public void Launch(string kernel, in LaunchConfig config, scoped ref KernelArguments arguments)
+    public void Launch(string kernel, in LaunchConfig config, scoped ref KernelArguments arguments, EmulatorSchedule? schedule = null)
     {
         if (!Specialization.KernelNames.Contains(kernel))
         {
@@ -164,8 +186,9 @@ internal sealed unsafe class EmulatedModule
         arguments.FillPointers(pointers);
         byte* error = stackalloc byte[ErrorLength];
         error[0] = 0;
-        var launch = (delegate* unmanaged<uint*, uint*, int, void**, int, byte*, int, int>)entry;
-        int status = launch(grid, block, config.DynamicSharedMemoryBytes, pointers, count, error, ErrorLength);
+        int flags = (schedule ?? KernelEmulator.DefaultSchedule) == EmulatorSchedule.Reverse ? 1 : 0;
+        var launch = (delegate* unmanaged<uint*, uint*, int, void**, int, int, byte*, int, int>)entry;
+        int status = launch(grid, block, config.DynamicSharedMemoryBytes, pointers, count, flags, error, ErrorLength);
         if (status != 0)
         {
             throw new KernelEmulationException(Marshal.PtrToStringUTF8((nint)error) ?? $"emulated launch of {kernel} failed ({status})");

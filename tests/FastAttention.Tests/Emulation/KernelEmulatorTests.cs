@@ -206,6 +206,37 @@ public sealed class KernelEmulatorTests
     }
 
     [Test]
+    public void AMissingBarrierShowsUpAsPoisonInBothScheduleOrders()
+    {
+        // Each thread reads its neighbour's shared slot; only the barrier makes that write visible. Without it, the
+        // forward schedule (thread 0 first) leaves the readers of higher threads with the poison, the reverse one the
+        // reader of thread 0's slot.
+        EmulatedModule m = Inline("emu_race", """
+            extern "C" __global__ void emu_race(float* out, int with_barrier)
+            {
+                __shared__ float s[64];
+                s[threadIdx.x] = (float)threadIdx.x;
+                if (with_barrier) __syncthreads();
+                out[threadIdx.x] = s[(threadIdx.x + 1) % 64];
+            }
+            """);
+        foreach (EmulatorSchedule schedule in new[] { EmulatorSchedule.Forward, EmulatorSchedule.Reverse })
+        {
+            foreach (int withBarrier in new[] { 0, 1 })
+            {
+                using var outBuf = new HostBuffer<float>(64);
+                var args = new KernelArguments();
+                args.Add(outBuf.Pointer);
+                args.Add(withBarrier);
+                m.Launch("emu_race", new LaunchConfig(1, 64), ref args, schedule);
+                int poisoned = outBuf.ToArray().Count(float.IsNaN);
+                int expected = withBarrier == 1 ? 0 : schedule == EmulatorSchedule.Forward ? 63 : 1;
+                Assert.That(poisoned, Is.EqualTo(expected), $"{schedule}, barrier {withBarrier}");
+            }
+        }
+    }
+
+    [Test]
     public void ConversionsRoundToNearestEvenOnTies()
     {
         // fp16 ties: 1 + 2^-11 is halfway between 1 and 1 + 2^-10 (even: 1); 1 + 3 * 2^-11 rounds up to the even
