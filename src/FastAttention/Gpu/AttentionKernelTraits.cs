@@ -17,27 +17,30 @@ public sealed record AttentionKernelTraits(int HeadDim, int Warps, int BlockN)
     /// <summary>The head dimensions the tuned kernel is built for; others are rejected.</summary>
     public static IReadOnlyList<int> SupportedHeadDims { get; } = [32, 64, 80, 96, 128, 256];
 
-    // The table. Registers and shared memory per kernel are measured by KernelCompileTests (ptxas -v, NVRTC 11.8)
-    // and reported in native/kernels/README.md. Shared memory = (BlockM + 2 stages x (K + V) x BlockN) x row x 2 B,
-    // where a row is D rounded up to 64 elements (the XOR swizzle permutes 16-byte chunks within 8-chunk groups).
+    // The table. Registers per thread and shared memory per kernel are measured by KernelCompileTests (ptxas -v,
+    // NVRTC 11.8, zero spills everywhere) and listed in native/kernels/README.md. Shared memory =
+    // (BlockM + 2 stages x (K + V) x BlockN) x row x 2 B, where a row is D rounded up to 64 elements (the XOR swizzle
+    // permutes 16-byte chunks within groups of 8). The kernels are bounded at (threads, 1 block) so ptxas may use up
+    // to 255 registers: with its default it capped the 256-thread hd64 kernels at 128 registers and spilled.
     private static readonly AttentionKernelTraits[] s_table =
     [
-        // D = 32, 64: 8 warps x 16 rows = 128 rows per block (as FlashAttention-2's 128-row blocks), so each K/V
-        // tile loaded to shared memory serves 128 query rows; the fragments are small (S 32 + O 16..32 fp32
-        // registers per thread), so 256 threads fit. 64 keys per tile keep shared memory at 48 KiB (D = 32 is
-        // padded to 64-element rows), which leaves room for 3-4 blocks per SM.
+        // D = 32: 8 warps x 16 rows = 128 rows per block (FlashAttention-2's block height), so each K/V tile in shared
+        // memory serves 128 query rows. ~110-115 registers x 256 threads: 2 blocks (16 warps) per SM; 48 KiB of shared
+        // memory (rows padded to 64 elements), no opt-in needed.
         new(32, Warps: 8, BlockN: 64),
-        new(64, Warps: 8, BlockN: 64),
-        // D = 80, 96, 128: 4 warps (64 rows), 64-key tiles, as FlashAttention-2's hd96/hd128 tiles but with one
-        // m16 slice per warp instead of two: S (32) + O (40..64) accumulators + addressing stay well below 255
-        // registers without spills. 80 KiB of shared memory (rows padded to 128 elements): 2 blocks per SM on
-        // A100 (164 KiB) and H100 (227 KiB).
+        // D = 64: at 8 warps the kernels need ~150-155 registers x 256 threads, which leaves room for one block per SM
+        // (8 warps); 4 warps (64 rows) fit 3 blocks (12 warps) in the register file, 40 KiB of shared memory each.
+        new(64, Warps: 4, BlockN: 64),
+        // D = 80, 96, 128: 4 warps (64 rows), 64-key tiles, as FlashAttention-2's hd96/hd128 tiles but with one m16
+        // slice per warp instead of two, so S (32 fp32) + O (40..64 fp32) accumulators fit without spills
+        // (~155-197 registers: 2-3 blocks per SM by registers). 80 KiB of shared memory (rows padded to 128
+        // elements): 2 blocks per SM on A100 (164 KiB) and H100 (227 KiB).
         new(80, Warps: 4, BlockN: 64),
         new(96, Warps: 4, BlockN: 64),
         new(128, Warps: 4, BlockN: 64),
         // D = 256: 4 warps (64 rows, as FlashAttention-2 on H100) with 32-key tiles: O alone is 128 fp32 registers
-        // per thread, so S is kept at 16; 32 keys also keep double-buffered K/V at 64 KiB, 96 KiB in all, which
-        // fits A100's 163 KiB opt-in limit (64-key tiles would need 160 KiB).
+        // per thread, so S is kept at 16 (248-255 registers, no spills); 32 keys also keep double-buffered K/V at
+        // 64 KiB, 96 KiB in all, which fits A100's 163 KiB opt-in limit (64-key tiles would need 160 KiB).
         new(256, Warps: 4, BlockN: 32),
     ];
 

@@ -162,9 +162,10 @@ public sealed class CudaAttention : IDisposable
         }
         CudaKernel kernel = module.GetKernel(plan.KernelName);
         int smem = plan.Launch.DynamicSharedMemoryBytes;
-        if (smem > 48 * 1024 && _sharedMemoryRaised.Add(plan.KernelName))
+        if (smem > 48 * 1024 && !_sharedMemoryRaised.Contains(plan.KernelName))
         {
             kernel.SetMaxDynamicSharedMemory(smem);
+            _sharedMemoryRaised.Add(plan.KernelName);
         }
         return kernel;
     }

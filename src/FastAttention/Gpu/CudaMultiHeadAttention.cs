@@ -11,7 +11,8 @@ namespace FastAttention.Gpu;
 /// Multi-head attention on the GPU with the semantics, weight layout and weight files of the CPU module
 /// (<c>FastAttention.Cpu.MultiHeadAttention</c>): <c>out = Wo · Attention(Wq·x, Wk·c, Wv·c) + bo</c> with self-attention
 /// (c = x) or cross-attention, causal and sliding-window masks, the config's block-sparse pattern, padding by key and
-/// query lengths, MHA/GQA/MQA.
+/// query lengths, MHA/GQA/MQA, and incremental decoding over a <see cref="CudaKvCache{T}"/> or a
+/// <see cref="CudaPagedKvCache{T}"/> that equals the full causal forward.
 /// </summary>
 /// <typeparam name="T">float, <see cref="Half"/> or <see cref="BFloat16"/>: weights, activations and workspace are stored in T;
 /// GEMMs and attention accumulate in fp32.</typeparam>
@@ -19,10 +20,14 @@ namespace FastAttention.Gpu;
 /// <para>Per call, everything is queued on <see cref="Stream"/> (cuBLAS is bound to it) and the call returns without
 /// waiting: for self-attention and decode one fused GEMM <c>[B·S, modelDim] · Wqkvᵀ</c> writes
 /// <c>[B·S, H·D + 2·Hkv·D]</c>, the attention reads Q, K, V from it through strided views, and a second GEMM projects
-/// the attention output. Cross-attention projects Q and the K/V pair with two GEMMs. A bias is broadcast into the GEMM
+/// the attention output (activations whose rows are not equally spaced take strided-batched GEMMs instead). Cross-attention projects Q and the K/V pair with two GEMMs. A bias is broadcast into the GEMM
 /// output by a small kernel and the GEMM accumulates onto it (beta = 1), so fp16/bf16 results are rounded once.</para>
 /// <para>The workspace (projections and attention output) grows on demand; calls whose shapes fit what was already
 /// allocated allocate no device memory. Growing waits for the stream before freeing the smaller buffers.</para>
+/// <para>Nothing is read back to the host. Two waits remain outside this class: <see cref="CudaAttention"/> waits for its
+/// previous kernel before it overwrites its length/block tables with different ones (calls whose key/query lengths change),
+/// and the device caches stage block tables and lengths through one pinned buffer, so an incremental step waits until the
+/// step's previous staging copy has reached the device.</para>
 /// <para>Attention probabilities are not produced on the GPU (there is no GPU softmax-materialising path here); use the
 /// CPU module for them. Not thread-safe: one call at a time per instance.</para>
 /// </remarks>
@@ -83,9 +88,10 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
                 _outputBias = Track(created, DeviceBuffer<T>.Allocate(context, model));
                 _kvBias = _fusedBias.Slice(qw, 2L * kw);
             }
-            Upload(MultiHeadWeights.FromParts(config, new float[qw * model], new float[kw * model], new float[kw * model], new float[model * qw],
-                config.Bias ? new float[qw] : default, config.Bias ? new float[kw] : default, config.Bias ? new float[kw] : default,
-                config.Bias ? new float[model] : default));
+            _fusedWeight.Clear();
+            _outputWeight.Clear();
+            _fusedBias?.Clear();
+            _outputBias?.Clear();
         }
         catch
         {
@@ -114,6 +120,14 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
         set => _attention.Variant = value;
     }
 
+    /// <summary>Decode kernel version, softcap and split count of the incremental forwards; <see cref="GpuDecodeOptions.Default"/> by default.</summary>
+    /// <exception cref="ArgumentNullException">The value is null.</exception>
+    public GpuDecodeOptions DecodeOptions
+    {
+        get;
+        set => field = value ?? throw new ArgumentNullException(nameof(DecodeOptions));
+    } = GpuDecodeOptions.Default;
+
     /// <summary>Device bytes the workspace holds now (projections plus attention output); weights not included.</summary>
     public long WorkspaceBytes => (_projected?.SizeInBytes ?? 0) + (_attended?.SizeInBytes ?? 0);
 
@@ -122,7 +136,8 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
     private int FusedWidth => QueryWidth + 2 * KvWidth;
 
     /// <summary>
-    /// Sets every weight (fp32, rounded to <typeparamref name="T"/> and copied to the device; the copy is synchronous).
+    /// Sets every weight (fp32, rounded to <typeparamref name="T"/> and copied to the device). Waits for the work queued on
+    /// <see cref="Stream"/> first (it may still read the old weights), then copies synchronously.
     /// Same layouts and rules as the CPU module's <c>SetWeights</c>: Wq <c>[H·D, modelDim]</c>, Wk and Wv
     /// <c>[Hkv·D, modelDim]</c>, Wo <c>[modelDim, H·D]</c>; biases exactly when the config has them.
     /// </summary>
@@ -136,7 +151,7 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
         Upload(MultiHeadWeights.FromParts(Config, query, key, value, output, queryBias, keyBias, valueBias, outputBias));
     }
 
-    /// <summary>Reads weights written by the CPU module's <c>SaveWeights</c> for the same shapes (the copy to the device is synchronous).</summary>
+    /// <summary>Reads weights written by the CPU module's <c>SaveWeights</c> for the same shapes (waits for <see cref="Stream"/>, then copies synchronously).</summary>
     /// <exception cref="ArgumentNullException"><paramref name="stream"/> is null.</exception>
     /// <exception cref="InvalidDataException">The stream is not a weight file, or its shapes differ from <see cref="Config"/> (message has both); nothing changes.</exception>
     /// <exception cref="ObjectDisposedException">The module was disposed.</exception>
@@ -152,7 +167,9 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
     /// cross-attention (queries from <paramref name="input"/>, keys and values from <paramref name="context"/>).
     /// Masks follow <see cref="AttentionMask"/>: the config's causal flag, window and block-sparse pattern, plus the lengths given here.
     /// </summary>
-    /// <param name="input">x, <c>[B, Sq, modelDim]</c>: unit stride in the last dimension, rows uniformly spaced.</param>
+    /// <param name="input">x, <c>[B, Sq, modelDim]</c>: unit stride in the last dimension and rows that do not overlap. Any
+    /// batch-major layout (padded rows, a window of longer sequences) or a sequence-major <c>[Sq, B, modelDim]</c> buffer viewed
+    /// as <c>[B, Sq, modelDim]</c> is read in place; rows that are not equally spaced take one strided-batched GEMM per projection.</param>
     /// <param name="output"><c>[B, Sq, modelDim]</c>, same layout rules; may be the input's memory (it is written after the input is read).</param>
     /// <param name="context">Optional <c>[B, Sk, modelDim]</c> for cross-attention.</param>
     /// <param name="keyLengths">Optional valid key lengths per sequence, <c>[B]</c>, each in [0, Sk].</param>
@@ -193,6 +210,113 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
         RunProjections(plan, input.Buffer, context?.Buffer, views);
         _attention.Forward(views.Query, views.Key, views.Value, views.Attended, options, null, Stream);
         RunStep(plan.OutputProjection, views.AttendedBuffer, output.Buffer);
+    }
+
+    /// <summary>
+    /// Incremental forward over a contiguous device cache, queued on <see cref="Stream"/>: projects the <c>n</c> new tokens
+    /// (one fused GEMM), appends their keys and values to <paramref name="cache"/> (one launch), runs decode attention from
+    /// them over everything cached (causal and windowed as the config says, bottom-right aligned), and projects the result.
+    /// Token by token or in chunks, the outputs equal the full causal forward.
+    /// </summary>
+    /// <param name="input">New tokens, <c>[B, n, modelDim]</c> with B = <see cref="CudaKvCache{T}.Batch"/>, laid out as for the full
+    /// forward (e.g. the window <c>[pos, pos + n)</c> of a longer <c>[B, S, modelDim]</c> tensor).</param>
+    /// <param name="output"><c>[B, n, modelDim]</c>, same layout rules.</param>
+    /// <param name="cache">A cache with the config's Hkv and D, on this module's context. Its work must be queued on <see cref="Stream"/> only.</param>
+    /// <exception cref="ArgumentNullException">An argument is null.</exception>
+    /// <exception cref="ArgumentException">Shapes that do not match, a cache of another shape or context, a block-sparse config (no
+    /// block-sparse decode), or a sequence that would pass the cache's <see cref="CudaKvCache{T}.MaxSequenceLength"/>. Nothing is
+    /// queued and the cache is unchanged.</exception>
+    /// <exception cref="ObjectDisposedException">The module, the cache or a tensor was disposed.</exception>
+    /// <exception cref="CudaException">A launch failed.</exception>
+    /// <exception cref="CublasException">cuBLAS rejected a GEMM.</exception>
+    public void Forward(DeviceTensor<T> input, DeviceTensor<T> output, CudaKvCache<T> cache)
+    {
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(cache);
+        var plan = PlanIncremental(input, output, cache.Batch, cache.KvHeads, cache.HeadDim, cache.Context, nameof(cache));
+        int n = plan.SeqQ;
+        var lengths = cache.Lengths;
+        for (int b = 0; b < lengths.Length; b++)
+        {
+            if ((long)lengths[b] + n > cache.MaxSequenceLength)
+            {
+                throw new ArgumentException(
+                    $"Appending {n} tokens to sequence {b} (length {lengths[b]}) would pass the cache's MaxSequenceLength {cache.MaxSequenceLength}. Nothing was queued.", nameof(cache));
+            }
+        }
+        var options = Options(0, 0);
+        Views views = Prepare(plan);
+        RunProjections(plan, input.Buffer, null, views);
+        cache.Append(views.Key, views.Value, Stream);
+        CudaDecode.Decode(views.Query, cache, views.Attended, options, null, DecodeOptions, Stream);
+        RunStep(plan.OutputProjection, views.AttendedBuffer, output.Buffer);
+    }
+
+    /// <summary>
+    /// Incremental forward over a paged device cache: as the contiguous overload, with batch entry <c>b</c> appending to and
+    /// reading sequence <c>sequences[b]</c> (shared pages of forked sequences are copied on write by the cache).
+    /// </summary>
+    /// <param name="input">New tokens, <c>[B, n, modelDim]</c> with B = <c>sequences.Length</c>.</param>
+    /// <param name="output"><c>[B, n, modelDim]</c>.</param>
+    /// <param name="cache">A paged cache with the config's Hkv and D, on this module's context. Its work must be queued on <see cref="Stream"/> only.</param>
+    /// <param name="sequences">Distinct live sequence ids, <c>[B]</c>.</param>
+    /// <exception cref="ArgumentNullException">An argument is null.</exception>
+    /// <exception cref="ArgumentException">Shapes that do not match, a cache of another shape or context, a block-sparse config, or a
+    /// sequence id that is not live or is listed twice. Nothing is queued and the cache is unchanged.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The pool has too few free pages for the whole batch (message has the numbers). Nothing is queued and the cache is unchanged.</exception>
+    /// <exception cref="ObjectDisposedException">The module, the cache or a tensor was disposed.</exception>
+    /// <exception cref="CudaException">A launch failed.</exception>
+    /// <exception cref="CublasException">cuBLAS rejected a GEMM.</exception>
+    public void Forward(DeviceTensor<T> input, DeviceTensor<T> output, CudaPagedKvCache<T> cache, ReadOnlySpan<int> sequences)
+    {
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(cache);
+        var plan = PlanIncremental(input, output, sequences.Length, cache.KvHeads, cache.HeadDim, cache.Context, nameof(cache));
+        Span<int> counts = sequences.Length <= 256 ? stackalloc int[sequences.Length] : new int[sequences.Length];
+        counts.Fill(plan.SeqQ);
+        long needed = BatchAppend.PagesNeeded(cache.Allocator, sequences, counts);
+        if (needed > cache.Allocator.FreePages)
+        {
+            throw new ArgumentOutOfRangeException(nameof(cache),
+                $"Appending {plan.SeqQ} tokens to each of {sequences.Length} sequences needs {needed} free pages; the pool has {cache.Allocator.FreePages} of {cache.PageCount}. Nothing was queued.");
+        }
+        var options = Options(0, 0);
+        Views views = Prepare(plan);
+        RunProjections(plan, input.Buffer, null, views);
+        cache.Append(sequences, views.Key, views.Value, Stream);
+        CudaDecode.Decode(views.Query, cache, sequences, views.Attended, options, null, DecodeOptions, Stream);
+        RunStep(plan.OutputProjection, views.AttendedBuffer, output.Buffer);
+    }
+
+    /// <summary>Checks an incremental call (config, cache shape and context, activations) and plans it as self-attention over the new tokens.</summary>
+    private MultiHeadPlan PlanIncremental(DeviceTensor<T> input, DeviceTensor<T> output, int batch, int kvHeads, int headDim, CudaContext cacheContext, string cacheName)
+    {
+        if (Config.Sparse != SparsePattern.None)
+        {
+            throw new ArgumentException($"Block-sparse pattern {Config.Sparse} is not supported with a KV cache; use a dense config (a sliding window is supported).", cacheName);
+        }
+        if (kvHeads != Config.KvHeads || headDim != Config.HeadDim)
+        {
+            throw new ArgumentException($"The cache has Hkv = {kvHeads}, D = {headDim}; the config needs Hkv = {Config.KvHeads}, D = {Config.HeadDim}.", cacheName);
+        }
+        Context.RequireSame(cacheContext, cacheName);
+        RequireContext(input, nameof(input));
+        RequireContext(output, nameof(output));
+        var inputLayout = ActivationLayout.Of(input.Lengths, input.Strides, Config.ModelDim, nameof(input));
+        if (inputLayout.Batch != batch)
+        {
+            throw new ArgumentException($"input batch {inputLayout.Batch} must equal the cache batch {batch}.", nameof(input));
+        }
+        if (batch > AttentionForwardPlanner.MaxGridYZ)
+        {
+            throw new ArgumentException($"input batch {batch} exceeds the {AttentionForwardPlanner.MaxGridYZ} batch entries one decode launch covers.", nameof(input));
+        }
+        var outputLayout = ActivationLayout.Of(output.Lengths, output.Strides, Config.ModelDim, nameof(output));
+        return MultiHeadPlan.Forward(Config, inputLayout, null, outputLayout);
     }
 
     /// <summary>
@@ -271,17 +395,27 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
         float beta = 0f;
         if (bias is not null)
         {
-            var (gx, gy, block) = MultiHeadPlan.BiasLaunch(step.M, step.N);
+            var (gx, gy, block) = MultiHeadPlan.BiasLaunch((long)step.M * step.Batches, step.N);
             var args = new KernelArguments();
             args.Add(bias.DevicePointer);
             args.Add(c.DevicePointer);
-            args.Add((long)step.M);
+            args.Add((long)step.M * step.Batches);
             args.Add(step.N);
             args.Add((long)step.Ldc);
+            args.Add((long)step.M);
+            args.Add(step.StrideC);
             _biasKernel.Launch(new LaunchConfig(new Dim3(gx, gy), new Dim3(block)), Stream, ref args);
             beta = 1f;
         }
-        _blas.Gemm(false, true, step.M, step.N, step.K, 1f, a, step.Lda, weight, step.K, beta, c, step.Ldc);
+        if (step.Batches == 1)
+        {
+            _blas.Gemm(false, true, step.M, step.N, step.K, 1f, a, step.Lda, weight, step.K, beta, c, step.Ldc);
+        }
+        else
+        {
+            _blas.GemmStridedBatched(false, true, step.M, step.N, step.K, 1f, a, step.Lda, step.StrideA, weight, step.K, 0,
+                beta, c, step.Ldc, step.StrideC, step.Batches);
+        }
     }
 
     /// <summary>Grows the workspace when the plan needs more, then returns the views of the plan's shapes (rebuilt only when they change).</summary>
@@ -325,6 +459,7 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
 
     private void Upload(MultiHeadWeights weights)
     {
+        Stream.Synchronize();
         _fusedWeight.CopyFrom(Convert(weights.Fused));
         _outputWeight.CopyFrom(Convert(weights.Output));
         if (Config.Bias)

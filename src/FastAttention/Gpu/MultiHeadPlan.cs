@@ -23,18 +23,23 @@ internal enum PlanOperand
 }
 
 /// <summary>
-/// Rows of an activation tensor <c>[B, S, F]</c> as one row-major matrix <c>[B·S, F]</c>: consecutive rows are
-/// <see cref="RowStride"/> elements apart.
+/// An activation tensor <c>[B, S, F]</c> as row-major matrices: row <c>s</c> of batch entry <c>b</c> starts at
+/// <c>b·BatchStride + s·RowStride</c>. When <see cref="Uniform"/>, that is <c>r·RowStride</c> for <c>r = b·S + s</c> and one
+/// GEMM covers all B·S rows; otherwise (e.g. a window of a longer sequence, or a sequence-major <c>[S, B, F]</c> buffer
+/// viewed as <c>[B, S, F]</c>) a strided-batched GEMM runs one <c>[S, F]</c> matrix per batch entry.
 /// </summary>
-internal readonly record struct ActivationLayout(int Batch, int Seq, int RowStride)
+internal readonly record struct ActivationLayout(int Batch, int Seq, int RowStride, long BatchStride)
 {
     /// <summary>B·S.</summary>
     public int Rows => Batch * Seq;
 
+    /// <summary>True when the B·S rows are equally spaced (<c>BatchStride = S·RowStride</c>).</summary>
+    public bool Uniform => BatchStride == (long)Seq * RowStride;
+
     /// <summary>
-    /// Checks that a tensor is <c>[B &gt;= 1, S &gt;= 1, <paramref name="features"/>]</c> with unit feature stride and
-    /// uniformly spaced rows (the batch stride is S times the sequence stride), so one GEMM with a leading dimension
-    /// reads or writes it without a copy.
+    /// Checks that a tensor is <c>[B &gt;= 1, S &gt;= 1, <paramref name="features"/>]</c> with unit feature stride and rows
+    /// that do not overlap: either batch-major (<c>stride0 &gt;= (S-1)·stride1 + F</c>) or sequence-major
+    /// (<c>stride1 &gt;= (B-1)·stride0 + F</c>), with <c>stride1 &gt;= F</c>. Length-1 dimensions' strides are ignored.
     /// </summary>
     /// <exception cref="ArgumentException">The rank, a length or a stride does not fit (message names the tensor and the numbers).</exception>
     public static ActivationLayout Of(ReadOnlySpan<nint> lengths, ReadOnlySpan<nint> strides, int features, string name)
@@ -43,7 +48,7 @@ internal readonly record struct ActivationLayout(int Batch, int Seq, int RowStri
         {
             throw new ArgumentException($"{name} must be [B >= 1, S >= 1, {features}], got [{string.Join(", ", lengths.ToArray())}].", name);
         }
-        if (lengths[0] > int.MaxValue || lengths[1] > int.MaxValue || lengths[0] * lengths[1] > int.MaxValue)
+        if (lengths[0] > int.MaxValue || lengths[1] > int.MaxValue || (long)lengths[0] * lengths[1] > int.MaxValue)
         {
             throw new ArgumentException($"{name} has B·S = {lengths[0]}·{lengths[1]} rows; at most {int.MaxValue} are supported.", name);
         }
@@ -52,31 +57,36 @@ internal readonly record struct ActivationLayout(int Batch, int Seq, int RowStri
         {
             throw new ArgumentException($"{name} must have unit stride in its last dimension, got strides [{string.Join(", ", strides.ToArray())}].", name);
         }
-        // Row r = b·S + s lies at b·stride0 + s·stride1; that is r·rowStride for every r when stride0 = S·stride1.
+        // Normalise the strides of length-1 dimensions away: S = 1 makes the batch entries the rows; B = 1 leaves one matrix.
         long rowStride = seq > 1 ? strides[1] : batch > 1 ? strides[0] : features;
-        if (seq > 1 && batch > 1 && strides[0] != (long)seq * strides[1])
-        {
-            throw new ArgumentException(
-                $"{name} rows are not uniformly spaced: strides [{string.Join(", ", strides.ToArray())}] need stride[0] = S·stride[1] = {(long)seq * strides[1]} for one GEMM over B·S rows.", name);
-        }
+        long batchStride = batch > 1 && seq > 1 ? strides[0] : (long)seq * rowStride;
         if (rowStride < features || rowStride > int.MaxValue)
         {
             throw new ArgumentException($"{name} has a row stride of {rowStride}; it must be in [{features}, {int.MaxValue}] (rows may not overlap).", name);
         }
-        return new ActivationLayout(batch, seq, (int)rowStride);
+        bool batchMajor = batchStride >= (long)(seq - 1) * rowStride + features;
+        bool sequenceMajor = batchStride >= features && rowStride >= (long)(batch - 1) * batchStride + features;
+        if (!batchMajor && !sequenceMajor)
+        {
+            throw new ArgumentException(
+                $"{name} rows overlap: strides [{string.Join(", ", strides.ToArray())}] for lengths [{batch}, {seq}, {features}] need stride[0] >= (S-1)·stride[1] + F = {(long)(seq - 1) * rowStride + features} " +
+                $"or stride[1] >= (B-1)·stride[0] + F = {(long)(batch - 1) * batchStride + features}.", name);
+        }
+        return new ActivationLayout(batch, seq, (int)rowStride, batchStride);
     }
 }
 
 /// <summary>
-/// One projection: row-major <c>C[M, N] = A[M, K] · W[N, K]ᵀ (+ bias)</c>, W read from row <see cref="WeightRow"/> of its
-/// (contiguous, leading dimension K) matrix. With a bias, the bias entries <c>[WeightRow, WeightRow + N)</c> are first
-/// broadcast into every row of C and the GEMM runs with beta = 1.
+/// One projection: row-major <c>C[M, N] = A[M, K] · W[N, K]ᵀ (+ bias)</c> for each of <see cref="Batches"/> matrix pairs
+/// (A at <c>AOffset + i·StrideA</c>, C at <c>COffset + i·StrideC</c>), W read from row <see cref="WeightRow"/> of its
+/// contiguous matrix (leading dimension K) and shared by all. With a bias, the bias entries
+/// <c>[WeightRow, WeightRow + N)</c> are first broadcast into every row of C and the GEMM runs with beta = 1.
 /// </summary>
 internal readonly record struct ProjectionStep(
     PlanOperand A, long AOffset, int Lda,
     PlanOperand Weight, int WeightRow,
     PlanOperand C, long COffset, int Ldc,
-    int M, int N, int K);
+    int M, int N, int K, int Batches = 1, long StrideA = 0, long StrideC = 0);
 
 /// <summary>A strided <c>[B, S, heads, D]</c> view into the projection workspace.</summary>
 internal readonly record struct HeadView(long Offset, int Batch, int Seq, int Heads, int HeadDim, long BatchStride, int RowStride)
@@ -127,8 +137,7 @@ internal sealed record MultiHeadPlan(
         if (context is not { } ctx)
         {
             long rows = (long)batch * sq;
-            var qkv = new ProjectionStep(PlanOperand.Input, 0, input.RowStride, PlanOperand.FusedWeight, 0,
-                PlanOperand.Projected, 0, fused, input.Rows, fused, model);
+            var qkv = IntoWorkspace(PlanOperand.Input, input, 0, 0, fused, model);
             return new MultiHeadPlan(batch, sq, sq, false, [qkv],
                 new HeadView(0, batch, sq, config.Heads, d, (long)sq * fused, fused),
                 new HeadView(qw, batch, sq, config.KvHeads, d, (long)sq * fused, fused),
@@ -141,10 +150,8 @@ internal sealed record MultiHeadPlan(
         }
         int sk = ctx.Seq;
         long qSize = (long)batch * sq * qw;
-        var q = new ProjectionStep(PlanOperand.Input, 0, input.RowStride, PlanOperand.FusedWeight, 0,
-            PlanOperand.Projected, 0, qw, input.Rows, qw, model);
-        var kv = new ProjectionStep(PlanOperand.Context, 0, ctx.RowStride, PlanOperand.FusedWeight, qw,
-            PlanOperand.Projected, qSize, 2 * kw, ctx.Rows, 2 * kw, model);
+        var q = IntoWorkspace(PlanOperand.Input, input, 0, 0, qw, model);
+        var kv = IntoWorkspace(PlanOperand.Context, ctx, qw, qSize, 2 * kw, model);
         return new MultiHeadPlan(batch, sq, sk, true, [q, kv],
             new HeadView(0, batch, sq, config.Heads, d, (long)sq * qw, qw),
             new HeadView(qSize, batch, sk, config.KvHeads, d, (long)sk * 2 * kw, 2 * kw),
@@ -152,13 +159,13 @@ internal sealed record MultiHeadPlan(
             OutputStep(config, input, output), qSize + (long)batch * sk * 2 * kw, qSize);
     }
 
-    /// <summary>The launch of <c>fa_bias_rows</c> for a <c>[rows, cols]</c> output: 256 threads over columns, one block row per matrix row up to 65535 (grid-stride beyond).</summary>
-    public static (uint GridX, uint GridY, uint Block) BiasLaunch(int rows, int cols)
+    /// <summary>The launch of <c>fa_bias_rows</c> for <paramref name="rows"/> rows (all batches) of <paramref name="cols"/> columns: 256 threads over columns, one block row per matrix row up to 65535 (grid-stride beyond).</summary>
+    public static (uint GridX, uint GridY, uint Block) BiasLaunch(long rows, int cols)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(cols);
         const int block = 256;
-        return ((uint)((cols + block - 1) / block), (uint)Math.Min(rows, 65535), block);
+        return ((uint)((cols + block - 1) / block), (uint)Math.Min(rows, 65535L), block);
     }
 
     private static void RequireOutput(ActivationLayout input, ActivationLayout output)
@@ -169,10 +176,20 @@ internal sealed record MultiHeadPlan(
         }
     }
 
+    /// <summary>Activation rows times weight rows <c>[weightRow, weightRow + n)</c> into a contiguous workspace <c>[B·S, n]</c> at <paramref name="offset"/>.</summary>
+    private static ProjectionStep IntoWorkspace(PlanOperand source, ActivationLayout a, int weightRow, long offset, int n, int k) =>
+        a.Uniform
+            ? new ProjectionStep(source, 0, a.RowStride, PlanOperand.FusedWeight, weightRow, PlanOperand.Projected, offset, n, a.Rows, n, k)
+            : new ProjectionStep(source, 0, a.RowStride, PlanOperand.FusedWeight, weightRow, PlanOperand.Projected, offset, n, a.Seq, n, k,
+                a.Batch, a.BatchStride, (long)a.Seq * n);
+
+    /// <summary>The contiguous attention output <c>[B·Sq, H·D]</c> times Woᵀ into the output rows.</summary>
     private static ProjectionStep OutputStep(AttentionConfig config, ActivationLayout input, ActivationLayout output)
     {
         int qw = config.Heads * config.HeadDim;
-        return new ProjectionStep(PlanOperand.Attended, 0, qw, PlanOperand.OutputWeight, 0,
-            PlanOperand.Output, 0, output.RowStride, input.Rows, config.ModelDim, qw);
+        return output.Uniform
+            ? new ProjectionStep(PlanOperand.Attended, 0, qw, PlanOperand.OutputWeight, 0, PlanOperand.Output, 0, output.RowStride, input.Rows, config.ModelDim, qw)
+            : new ProjectionStep(PlanOperand.Attended, 0, qw, PlanOperand.OutputWeight, 0, PlanOperand.Output, 0, output.RowStride, output.Seq, config.ModelDim, qw,
+                output.Batch, (long)output.Seq * qw, output.BatchStride);
     }
 }

@@ -120,14 +120,12 @@ public sealed class GpuForwardParityTests : GpuFixture
         new("f32", 1, 8192, 8192, 1, 1, 64, "causal"),
     ];
 
-    private TempDirectory _cacheDir = null!;
     private CudaAttention _attention = null!;
 
     [OneTimeSetUp]
     public void SetUp()
     {
-        _cacheDir = new TempDirectory();
-        _attention = new CudaAttention(Context, new KernelCompiler(new KernelCache(_cacheDir.Path)));
+        _attention = new CudaAttention(Context, ForwardTestCompiler.Instance);
         TestContext.Out.WriteLine($"{Context.Device}, driver {CudaDevice.DriverVersion}");
     }
 
@@ -135,7 +133,6 @@ public sealed class GpuForwardParityTests : GpuFixture
     public void TearDown()
     {
         _attention?.Dispose();
-        _cacheDir?.Dispose();
     }
 
     private static IEnumerable<TestCaseData> Source() =>

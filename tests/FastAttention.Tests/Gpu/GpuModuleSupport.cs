@@ -22,10 +22,10 @@ internal static class GpuModuleSupport
         return m;
     }
 
-    /// <summary>A GPU module holding <paramref name="w"/>.</summary>
+    /// <summary>A GPU module holding <paramref name="w"/>, compiling through the test run's shared memory-only compiler.</summary>
     public static CudaMultiHeadAttention<T> Gpu<T>(CudaContext context, AttentionConfig c, float[][] w, CudaStream? stream = null) where T : unmanaged
     {
-        var m = new CudaMultiHeadAttention<T>(c, context, stream);
+        var m = new CudaMultiHeadAttention<T>(c, context, stream, ForwardTestCompiler.Instance);
         m.SetWeights(w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]);
         return m;
     }
