@@ -155,7 +155,8 @@ internal static class Cli
         gpuOnly.Validators.Add(r => ValidateSet(r, Gpu.GpuCommand.Sections));
         var gpuProbe = new Option<bool>("--probe") { Description = $"Only report whether a CUDA device is usable: exit 0 if so, {Gpu.GpuCommand.NoDevice} if not." };
         var gpu = new Command("gpu", "FastAttention's CUDA kernels timed with CUDA events (warm-ups, median of N) on the shapes of the PyTorch peers " +
-                                     "(perf/peers/torch_gpu_*.py): device copy bandwidth, forward tuned and plain, block-sparse vs dense, softmax. " +
+                                     "(perf/peers/torch_gpu_*.py): device copy bandwidth, forward tuned and plain, block-sparse vs dense, the multi-head module vs its parts, " +
+                                     "paged decode and KV append bandwidth, softmax. " +
                                      "Without a CUDA device: one 'no CUDA device' line and exit 0.")
         {
             gpuQuick, gpuJson, gpuOnly, gpuProbe,

@@ -23,6 +23,12 @@ internal sealed record GpuSparseCase(string Dtype, int Batch, int Seq, int Heads
 
     public string Name => $"sparse {Dtype} D={HeadDim} S={Seq} B={Batch} H={Heads} density={Density.ToString("0.###", CultureInfo.InvariantCulture)}";
 
+    /// <summary>Every <see cref="Stride"/>-th key block counted from the diagonal: exactly <see cref="BlocksPerRow"/> per query block.</summary>
+    public int Stride => KeyBlocks / BlocksPerRow;
+
+    /// <summary>The layout: <see cref="BlockSparseMask.Strided"/> with no local band, so every row keeps the same number of blocks.</summary>
+    public BlockSparseMask Mask() => BlockSparseMask.Strided(Seq, Seq, BlockSize, BlockSize, 0, 0, Stride);
+
     /// <summary>The dense forward of the same shape (its row is in the forward section).</summary>
     public GpuForwardCase Dense => new(Dtype, Batch, Seq, Heads, HeadDim, false);
 }
@@ -68,7 +74,7 @@ internal static class GpuCases
             from causal in new[] { false, true }
             select new GpuForwardCase(dtype, Tokens / s, s, Hidden / d, d, causal)];
 
-    /// <summary>Block-sparse at S = 8192, D = 128: 128 x 128 blocks, 8 of 64 key blocks per row (12.5%).</summary>
+    /// <summary>Block-sparse at S = 8192, D = 128: 128 x 128 blocks, 8 of 64 key blocks per row (12.5%, strided).</summary>
     public static IReadOnlyList<GpuSparseCase> Sparse(bool quick) =>
         [.. Dtypes(quick).Select(dtype => new GpuSparseCase(dtype, Tokens / 8192, 8192, Hidden / 128, 128, 128, 8))];
 

@@ -17,7 +17,7 @@ internal static class GpuCommand
     public const string Schema = "fastattention-gpu-bench/1";
 
     /// <summary>Sections of <c>gpu</c>, in run order.</summary>
-    public static readonly string[] Sections = ["copy", "forward", "sparse", "softmax"];
+    public static readonly string[] Sections = ["copy", "forward", "sparse", "mha", "decode", "softmax"];
 
     /// <summary>Exit code of <c>gpu --probe</c> when no CUDA device is usable.</summary>
     public const int NoDevice = 3;
@@ -64,10 +64,12 @@ internal static class GpuCommand
                     "copy" => bench.Copy(),
                     "forward" => bench.Forward(),
                     "sparse" => bench.Sparse(),
+                    "mha" => bench.MultiHead(),
+                    "decode" => bench.Decode(),
                     _ => bench.Softmax(),
                 });
             }
-            catch (Exception e) when (e is CudaException or NvrtcCompilationException or ArgumentException or NotSupportedException or InvalidOperationException)
+            catch (Exception e) when (e is CudaException or CublasException or NvrtcCompilationException or DllNotFoundException or ArgumentException or NotSupportedException or InvalidOperationException)
             {
                 // One failing section does not lose the others; the failure is in the JSON and the exit code.
                 string message = $"{section}: {e.GetType().Name}: {e.Message}";
