@@ -28,6 +28,40 @@ public sealed class GpuDecodeContractTests
             .And.Contain($"sizeof(fa_kv_copy_params) == {KvCopyParams.Size}"));
     }
 
+    /// <summary>Field by field, in order: C name in PascalCase and C type against the C# field's name and type.</summary>
+    [TestCase("paged_decode.cu", "fa_decode_params", typeof(DecodeParams))]
+    [TestCase("kv_append.cu", "fa_kv_append_params", typeof(KvAppendParams))]
+    [TestCase("kv_append.cu", "fa_kv_copy_params", typeof(KvCopyParams))]
+    public void ParameterStructFieldsMatchTheKernelsStructs(string file, string structName, Type mirror)
+    {
+        string source = KernelSources.Read(file);
+        int start = source.IndexOf("struct " + structName, StringComparison.Ordinal);
+        Assert.That(start, Is.GreaterThanOrEqualTo(0), $"struct {structName} in {file}");
+        int open = source.IndexOf('{', start), close = source.IndexOf("};", open, StringComparison.Ordinal);
+        string body = System.Text.RegularExpressions.Regex.Replace(source[(open + 1)..close], "//[^\n]*", "");
+        var c = new List<string>();
+        foreach (string declaration in body.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var m = System.Text.RegularExpressions.Regex.Match(declaration, @"^(?<type>(const\s+)?\w+\s*\*?)\s*(?<names>[\w\s,]+)$");
+            Assert.That(m.Success, Is.True, $"unparsed declaration '{declaration}'");
+            string type = m.Groups["type"].Value.Contains('*') ? "IntPtr" : m.Groups["type"].Value.Trim() switch
+            {
+                "fa_i64" => "Int64",
+                "int" => "Int32",
+                "float" => "Single",
+                var other => other,
+            };
+            foreach (string name in m.Groups["names"].Value.Split(',', StringSplitOptions.TrimEntries))
+            {
+                c.Add(string.Concat(name.Split('_').Select(part => char.ToUpperInvariant(part[0]) + part[1..])) + " " + type);
+            }
+        }
+        var cs = mirror.GetFields(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Instance)
+            .OrderBy(f => Marshal.OffsetOf(mirror, f.Name))
+            .Select(f => f.Name + " " + f.FieldType.Name);
+        Assert.That(cs, Is.EqualTo(c), $"{mirror.Name} vs {structName}");
+    }
+
     [Test]
     public void DecodeOptionsAreValidated()
     {
