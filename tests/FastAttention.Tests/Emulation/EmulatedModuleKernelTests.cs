@@ -30,29 +30,44 @@ public sealed class EmulatedModuleKernelTests
 
     private static void BiasRows<T>() where T : unmanaged
     {
-        const int rows = 37, cols = 300, ldOut = 312;
+        const int cols = 300, ldOut = 312;
         string s = KernelElementTypes.Of<T>().Suffix();
         EmulatedModule module = KernelEmulator.Load(KernelRegistry.Module(KernelElementTypes.Of<T>()));
         var bias = new Rng(5).Normal<T>(cols);
-        var (gx, gy, block) = MultiHeadPlan.BiasLaunch(rows, cols);
-        foreach (var (gridX, gridY, threads) in new[] { (gx, gy, block), (1u, 5u, 64u) })
+        // One plain matrix of 37 rows, then 3 matrices of 12 rows each, 40 elements apart (a strided batch).
+        foreach (var (rows, rowsPerGroup, groupStride) in new[] { (37L, 37L, 0L), (36L, 12L, 12L * ldOut + 40) })
         {
-            using var b = new HostBuffer<T>(bias);
-            using var o = new HostBuffer<T>(Num.Filled<T>(rows * ldOut, float.NaN));
-            var args = new KernelArguments();
-            args.Add(b.Pointer);
-            args.Add(o.Pointer);
-            args.Add((long)rows);
-            args.Add(cols);
-            args.Add((long)ldOut);
-            module.Launch($"fa_bias_rows_{s}", new LaunchConfig(new Dim3(gridX, gridY), threads), ref args);
-            b.Check("bias");
-            o.Check("out");
-            T[] result = o.ToArray();
-            for (int r = 0; r < rows; r++)
+            long groups = rows / rowsPerGroup;
+            long size = groups == 1 ? rows * ldOut : groups * groupStride;
+            var (gx, gy, block) = MultiHeadPlan.BiasLaunch(rows, cols);
+            foreach (var (gridX, gridY, threads) in new[] { (gx, gy, block), (1u, 5u, 64u) })
             {
-                Assert.That(result.AsSpan(r * ldOut, cols).ToArray(), Is.EqualTo(bias), $"row {r}, grid ({gridX}, {gridY}) x {threads}");
-                Assert.That(Num.ToFloats<T>(result.AsSpan(r * ldOut + cols, ldOut - cols)), Is.All.NaN, $"padding of row {r}");
+                using var b = new HostBuffer<T>(bias);
+                using var o = new HostBuffer<T>(Num.Filled<T>((int)size, float.NaN));
+                var args = new KernelArguments();
+                args.Add(b.Pointer);
+                args.Add(o.Pointer);
+                args.Add(rows);
+                args.Add(cols);
+                args.Add((long)ldOut);
+                args.Add(rowsPerGroup);
+                args.Add(groupStride);
+                module.Launch($"fa_bias_rows_{s}", new LaunchConfig(new Dim3(gridX, gridY), threads), ref args);
+                b.Check("bias");
+                o.Check("out");
+                T[] result = o.ToArray();
+                var written = new bool[size];
+                for (long r = 0; r < rows; r++)
+                {
+                    long g = r / rowsPerGroup, start = g * groupStride + (r - g * rowsPerGroup) * ldOut;
+                    string where = $"row {r} of {rows} (groups of {rowsPerGroup}), grid ({gridX}, {gridY}) x {threads}";
+                    Assert.That(result.AsSpan((int)start, cols).ToArray(), Is.EqualTo(bias), where);
+                    Array.Fill(written, true, (int)start, cols);
+                }
+                for (long i = 0; i < size; i++)
+                {
+                    if (!written[i]) Assert.That(float.IsNaN(Num.ToFloat(result[i])), Is.True, $"element {i} is not an output element but was written");
+                }
             }
         }
     }
