@@ -86,19 +86,6 @@ public static class KernelRegistry
             new Dictionary<string, string> { ["FA_DTYPE"] = ((int)type).ToString(System.Globalization.CultureInfo.InvariantCulture) });
     }
 
-    /// <summary>
-    /// The fused row softmax (<c>softmax.cu</c>) over one element type: the plain SIMT kernel
-    /// <c>fa_softmax_plain_*</c> and the tuned <c>fa_softmax_warp_*</c> (rows up to 1024), <c>fa_softmax_block_*</c>
-    /// (up to 8192) and <c>fa_softmax_online_*</c> (any length). Used by <see cref="Gpu.CudaSoftmax"/>.
-    /// </summary>
-    public static KernelSpecialization Softmax(KernelElementType type)
-    {
-        string s = type.Suffix();
-        return new KernelSpecialization($"softmax_{s}", "softmax.cu",
-            [$"fa_softmax_plain_{s}", $"fa_softmax_warp_{s}", $"fa_softmax_block_{s}", $"fa_softmax_online_{s}"],
-            new Dictionary<string, string> { ["FA_DTYPE"] = ((int)type).ToString(System.Globalization.CultureInfo.InvariantCulture) });
-    }
-
     /// <summary>Head dimensions the paged decode and KV append kernels are specialised for.</summary>
     public static IReadOnlyList<int> DecodeHeadDims { get; } = [64, 128, 256];
 
@@ -145,6 +132,19 @@ public static class KernelRegistry
         ["FA_HEAD_DIM"] = headDim.ToString(System.Globalization.CultureInfo.InvariantCulture),
     };
 
+    /// <summary>
+    /// The fused row softmax (<c>softmax.cu</c>) over one element type: the plain SIMT kernel
+    /// <c>fa_softmax_plain_*</c> and the tuned <c>fa_softmax_warp_*</c> (rows up to 1024), <c>fa_softmax_block_*</c>
+    /// (up to 8192) and <c>fa_softmax_online_*</c> (any length). Used by <see cref="Gpu.CudaSoftmax"/>.
+    /// </summary>
+    public static KernelSpecialization Softmax(KernelElementType type)
+    {
+        string s = type.Suffix();
+        return new KernelSpecialization($"softmax_{s}", "softmax.cu",
+            [$"fa_softmax_plain_{s}", $"fa_softmax_warp_{s}", $"fa_softmax_block_{s}", $"fa_softmax_online_{s}"],
+            new Dictionary<string, string> { ["FA_DTYPE"] = ((int)type).ToString(System.Globalization.CultureInfo.InvariantCulture) });
+    }
+
     /// <summary>Every specialisation, in a stable order.</summary>
     public static IReadOnlyList<KernelSpecialization> All { get; } =
     [
@@ -153,11 +153,11 @@ public static class KernelRegistry
         PreludeSmoke(KernelElementType.BFloat16),
         .. s_allTypes.Select(Module),
         .. s_allTypes.Select(AttentionForwardSimt),
-        .. s_allTypes.Select(Softmax),
-        .. s_allTypes.SelectMany(t => DecodeHeadDims.Select(d => PagedDecode(t, d))),
-        .. s_allTypes.SelectMany(t => DecodeHeadDims.Select(d => KvAppend(t, d))),
         .. from d in Gpu.AttentionKernelTraits.SupportedHeadDims
            from t in new[] { KernelElementType.Float16, KernelElementType.BFloat16 }
            select AttentionForward(d, t),
+        .. s_allTypes.SelectMany(t => DecodeHeadDims.Select(d => PagedDecode(t, d))),
+        .. s_allTypes.SelectMany(t => DecodeHeadDims.Select(d => KvAppend(t, d))),
+        .. s_allTypes.Select(Softmax),
     ];
 }
