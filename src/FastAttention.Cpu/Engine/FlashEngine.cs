@@ -273,6 +273,30 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
         {
             for (int c = 0; c < part.Cols; c++) Elements.Prefetch(O.At(b, part.Row[c], part.Head[c]), d * sizeof(T));
         }
+        int written = 0;   // columns [0, written) already hold their output rows
+        if (typeof(T) == typeof(float) && O.S3 == 1 && d % 16 == 0 && Transpose.Supported && part.TileCount > 0)
+        {
+            // 16 columns of Oᵀ at a time through a 16x16 block transpose, while all 16 saw a key.
+            float** src = stackalloc float*[16];
+            float** dst = stackalloc float*[16];
+            float* factors = stackalloc float[16];
+            for (; written + 16 <= Math.Min(part.Cols, part.Active); written += 16)
+            {
+                bool all = true;
+                for (int i = 0; i < 16 && all; i++) all = part.LRun[written + i] > 0;
+                if (!all) break;
+                for (int i = 0; i < 16; i++) factors[i] = 1f / part.LRun[written + i];
+                for (int x = 0; x < d; x += 16)
+                {
+                    for (int i = 0; i < 16; i++)
+                    {
+                        src[i] = part.Ot + (x + i) * m + written;
+                        dst[i] = (float*)O.At(b, part.Row[written + i], part.Head[written + i]) + x;
+                    }
+                    Transpose.Block16(src, dst, factors);
+                }
+            }
+        }
         for (int c = 0; c < part.Cols; c++)
         {
             int i = part.Row[c], h = part.Head[c];
@@ -282,7 +306,7 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
             if (seen)
             {
                 // Column c of Oᵀ straight into the output row (a staged copy measured 2x slower here).
-                Elements.Write(part.Ot + c, m, 1f / part.LRun[c], d, dst, O.S3);
+                if (c >= written) Elements.Write(part.Ot + c, m, 1f / part.LRun[c], d, dst, O.S3);
                 lse = LogitScale.NaturalLse(part.MRun[c], Factor, part.LRun[c]);
             }
             else
@@ -304,7 +328,28 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
         {
             for (int c = 0; c < part.Cols; c++) Elements.Prefetch(Q.At(b, part.Row[c], part.Head[c]), d * sizeof(T));
         }
-        for (int c = 0; c < m; c++)
+        int c0 = 0;
+        if (typeof(T) == typeof(float) && Q.S3 == 1 && d % 16 == 0 && Transpose.Supported)
+        {
+            // 16 query rows at a time through a 16x16 block transpose (the scalar loop below is ~5% of short-range calls).
+            float** src = stackalloc float*[16];
+            float** dst = stackalloc float*[16];
+            float* factors = stackalloc float[16];
+            new Span<float>(factors, 16).Fill(sign);
+            for (; c0 + 16 <= part.Cols; c0 += 16)
+            {
+                for (int x = 0; x < d; x += 16)
+                {
+                    for (int i = 0; i < 16; i++)
+                    {
+                        src[i] = (float*)Q.At(b, part.Row[c0 + i], part.Head[c0 + i]) + x;
+                        dst[i] = qt + (x + i) * m + c0;
+                    }
+                    Transpose.Block16(src, dst, factors);
+                }
+            }
+        }
+        for (int c = c0; c < m; c++)
         {
             if (c < part.Cols)
             {
