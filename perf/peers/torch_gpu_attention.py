@@ -15,8 +15,9 @@ count 4*B*H*S^2*D, halved for causal. Needs PyTorch with CUDA; nothing else.
 import argparse
 import datetime
 import json
-import statistics
 import sys
+
+from cuda_timing import time_cuda
 
 SCHEMA = "fastattention-gpu-peer/1"
 FIELDS = [
@@ -72,22 +73,6 @@ def flash_only(torch):
         return sdpa_kernel(SDPBackend.FLASH_ATTENTION)
     except ImportError:
         return torch.backends.cuda.sdp_kernel(enable_flash=True, enable_math=False, enable_mem_efficient=False)
-
-
-def time_cuda(torch, fn, warmup, reps):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    start = torch.cuda.Event(enable_timing=True)
-    end = torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(reps):
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times), min(times), max(times), len(times)
 
 
 def main(argv=None):

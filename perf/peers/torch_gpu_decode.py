@@ -20,8 +20,9 @@ Unavailable ones get a row with note "not available: <why>". GQA in SDPA uses en
 import argparse
 import datetime
 import json
-import statistics
 import sys
+
+from cuda_timing import time_cuda
 
 SCHEMA = "fastattention-gpu-peer/1"
 FIELDS = [
@@ -51,22 +52,6 @@ def row(**values):
     r = {f: None for f in FIELDS}
     r.update(values)
     return r
-
-
-def time_cuda(torch, fn, warmup, reps):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    start = torch.cuda.Event(enable_timing=True)
-    end = torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(reps):
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times), min(times), max(times), len(times)
 
 
 def main(argv=None):
