@@ -246,6 +246,8 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
                     $"Appending {n} tokens to sequence {b} (length {lengths[b]}) would pass the cache's MaxSequenceLength {cache.MaxSequenceLength}. Nothing was queued.", nameof(cache));
             }
         }
+        // Every refusal the decode could make comes before the projections and the append: a refused call leaves the cache as it was.
+        DecodeLaunchPlan.RequireLaunchable(plan.Batch, n, Config.Heads, Config.KvHeads, nameof(input));
         var options = Options(0, 0);
         Views views = Prepare(plan);
         RunProjections(plan, input.Buffer, null, views);
@@ -284,6 +286,9 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
             throw new ArgumentOutOfRangeException(nameof(cache),
                 $"Appending {plan.SeqQ} tokens to each of {sequences.Length} sequences needs {needed} free pages; the pool has {cache.Allocator.FreePages} of {cache.PageCount}. Nothing was queued.");
         }
+        // Every refusal the decode could make comes before the projections and the append: a refused call leaves the cache as it was.
+        DecodeLaunchPlan.RequireLaunchable(plan.Batch, plan.SeqQ, Config.Heads, Config.KvHeads, nameof(input));
+        PagedDecodeTables.RequireStageable(sequences.Length, PagedDecodeTables.StrideAfterAppend(cache.Allocator, sequences, plan.SeqQ));
         var options = Options(0, 0);
         Views views = Prepare(plan);
         RunProjections(plan, input.Buffer, null, views);
