@@ -29,7 +29,8 @@ public static class CudaDecode
     /// <param name="stream">Stream to queue on; null = the legacy default stream.</param>
     /// <exception cref="ArgumentNullException"><paramref name="query"/>, <paramref name="cache"/> or <paramref name="output"/> is null.</exception>
     /// <exception cref="ArgumentException">A sequence id that does not exist, shapes that do not match the cache or each other,
-    /// a non-contiguous D axis, a mask field decode does not take, or a tensor or stream of another context. Nothing is queued.</exception>
+    /// a non-contiguous D axis, a mask field decode does not take, more query rows per KV head (q x H/Hkv) than one launch covers
+    /// (65535 x 8), or a tensor or stream of another context. Nothing is queued.</exception>
     public static void Decode<T>(DeviceTensor<T> query, CudaPagedKvCache<T> cache, ReadOnlySpan<int> sequences, DeviceTensor<T> output,
         AttentionOptions? options = null, DeviceTensor<float>? logSumExp = null, GpuDecodeOptions? decodeOptions = null, CudaStream? stream = null)
         where T : unmanaged
@@ -56,7 +57,8 @@ public static class CudaDecode
     /// <param name="stream">Stream to queue on; null = the legacy default stream.</param>
     /// <exception cref="ArgumentNullException"><paramref name="query"/>, <paramref name="cache"/> or <paramref name="output"/> is null.</exception>
     /// <exception cref="ArgumentException">Shapes that do not match the cache or each other, a non-contiguous D axis, a mask field
-    /// decode does not take, or a tensor or stream of another context. Nothing is queued.</exception>
+    /// decode does not take, more query rows per KV head (q x H/Hkv) than one launch covers (65535 x 8), or a tensor or stream of
+    /// another context. Nothing is queued.</exception>
     public static void Decode<T>(DeviceTensor<T> query, CudaKvCache<T> cache, DeviceTensor<T> output,
         AttentionOptions? options = null, DeviceTensor<float>? logSumExp = null, GpuDecodeOptions? decodeOptions = null, CudaStream? stream = null)
         where T : unmanaged
