@@ -17,8 +17,6 @@ namespace FastAttention.Gpu;
 /// </summary>
 public static class CudaDecode
 {
-    private const float Log2E = 1.44269504088896341f;
-
     /// <summary>Decode over a paged device cache; batch entry <c>b</c> reads sequence <c>sequences[b]</c>.</summary>
     /// <typeparam name="T">float, <see cref="Half"/> or <see cref="BFloat16"/> (the cache's type).</typeparam>
     /// <param name="query">Q, <c>[B, q, H, D]</c>, D contiguous (other strides free).</param>
@@ -31,7 +29,8 @@ public static class CudaDecode
     /// <param name="stream">Stream to queue on; null = the legacy default stream.</param>
     /// <exception cref="ArgumentNullException"><paramref name="query"/>, <paramref name="cache"/> or <paramref name="output"/> is null.</exception>
     /// <exception cref="ArgumentException">A sequence id that does not exist, shapes that do not match the cache or each other,
-    /// a non-contiguous D axis, a mask field decode does not take, or a tensor or stream of another context. Nothing is queued.</exception>
+    /// a non-contiguous D axis, a mask field decode does not take, more query rows per KV head (q x H/Hkv) than one launch covers
+    /// (65535 x 8), or a tensor or stream of another context. Nothing is queued.</exception>
     public static void Decode<T>(DeviceTensor<T> query, CudaPagedKvCache<T> cache, ReadOnlySpan<int> sequences, DeviceTensor<T> output,
         AttentionOptions? options = null, DeviceTensor<float>? logSumExp = null, GpuDecodeOptions? decodeOptions = null, CudaStream? stream = null)
         where T : unmanaged
@@ -39,14 +38,12 @@ public static class CudaDecode
         ArgumentNullException.ThrowIfNull(cache);
         stream ??= cache.DefaultStream;
         var args = Validate(query, output, logSumExp, options, decodeOptions, stream, cache.Store, sequences.Length);
-        int batch = sequences.Length;
-        int stride = DecodePlanner.TableStride(cache.Allocator, sequences);
-        var host = cache.Store.Staging.Begin(batch + batch * stride, stream);
-        DecodePlanner.PackBlockTables(cache.Allocator, sequences, stride, host[..batch], host[batch..]);
-        int maxLength = 0;
-        foreach (int length in host[..batch]) maxLength = Math.Max(maxLength, length);
-        nint device = cache.Store.Staging.Upload(batch + batch * stride, stream);
-        Launch(args, cache.Store, query, output, logSumExp, stream, device + batch * sizeof(int), stride, device, maxLength);
+        var tables = PagedDecodeTables.Measure(cache.Allocator, sequences);
+        // Planned from the staging's size and the allocator, so a refused shape throws before anything is staged or queued.
+        var plan = Plan(args, cache.Store, query, output, logSumExp, 0, tables.TableStride, 0, tables.MaxLength);
+        tables.Pack(cache.Allocator, sequences, cache.Store.Staging.Begin(tables.Ints, stream));
+        nint device = cache.Store.Staging.Upload(tables.Ints, stream);
+        Launch(tables.Bind(plan, device), cache.Store, stream);
     }
 
     /// <summary>Decode over a contiguous device cache (batch entry b is the cache's sequence b).</summary>
@@ -60,7 +57,8 @@ public static class CudaDecode
     /// <param name="stream">Stream to queue on; null = the legacy default stream.</param>
     /// <exception cref="ArgumentNullException"><paramref name="query"/>, <paramref name="cache"/> or <paramref name="output"/> is null.</exception>
     /// <exception cref="ArgumentException">Shapes that do not match the cache or each other, a non-contiguous D axis, a mask field
-    /// decode does not take, or a tensor or stream of another context. Nothing is queued.</exception>
+    /// decode does not take, more query rows per KV head (q x H/Hkv) than one launch covers (65535 x 8), or a tensor or stream of
+    /// another context. Nothing is queued.</exception>
     public static void Decode<T>(DeviceTensor<T> query, CudaKvCache<T> cache, DeviceTensor<T> output,
         AttentionOptions? options = null, DeviceTensor<float>? logSumExp = null, GpuDecodeOptions? decodeOptions = null, CudaStream? stream = null)
         where T : unmanaged
@@ -69,12 +67,12 @@ public static class CudaDecode
         stream ??= cache.DefaultStream;
         var args = Validate(query, output, logSumExp, options, decodeOptions, stream, cache.Store, cache.Batch);
         int batch = cache.Batch;
-        var host = cache.Store.Staging.Begin(batch, stream);
-        cache.Lengths.CopyTo(host);
         int maxLength = 0;
         foreach (int length in cache.Lengths) maxLength = Math.Max(maxLength, length);
+        var plan = Plan(args, cache.Store, query, output, logSumExp, cache.Tables, cache.TableStride, 0, maxLength);
+        cache.Lengths.CopyTo(cache.Store.Staging.Begin(batch, stream));
         nint device = cache.Store.Staging.Upload(batch, stream);
-        Launch(args, cache.Store, query, output, logSumExp, stream, cache.Tables, cache.TableStride, device, maxLength);
+        Launch(plan.WithTables(cache.Tables, device), cache.Store, stream);
     }
 
     private readonly record struct Args(int Batch, int QueryLength, int Heads, float Scale, AttentionMask Mask, GpuDecodeOptions Options);
@@ -133,49 +131,31 @@ public static class CudaDecode
         }
     }
 
-    private static void Launch<T>(Args a, DeviceKvStore<T> store, DeviceTensor<T> query, DeviceTensor<T> output, DeviceTensor<float>? lse,
-        CudaStream stream, nint tables, int tableStride, nint lengths, int maxLength) where T : unmanaged
+    /// <summary>The launch plan of a validated call (no device access; staged addresses may be filled in afterwards).</summary>
+    private static DecodeLaunchPlan Plan<T>(Args a, DeviceKvStore<T> store, DeviceTensor<T> query, DeviceTensor<T> output, DeviceTensor<float>? lse,
+        nint tables, int tableStride, nint lengths, int maxLength) where T : unmanaged
     {
-        int group = a.Heads / store.KvHeads, d = store.HeadDim;
-        bool plain = a.Options.Kernel == DecodeKernel.Plain;
-        var device = store.Context.Device;
-        var plan = DecodePlanner.Plan(a.Batch, store.KvHeads, a.QueryLength * group, maxLength, store.PageSize,
-            device.MultiprocessorCount, store.BlocksPerMultiprocessor, a.Options.Splits);
-        float softcap = a.Options.Softcap;
-        var p = new DecodeParams
-        {
-            Q = query.DevicePointer, KPool = store.Keys.DevicePointer, VPool = store.Values.DevicePointer,
-            BlockTables = tables, SeqLens = lengths, O = output.DevicePointer, Lse = lse?.DevicePointer ?? 0,
-            QStrideB = query.Strides[0], QStrideS = query.Strides[1], QStrideH = query.Strides[2],
-            OStrideB = output.Strides[0], OStrideS = output.Strides[1], OStrideH = output.Strides[2],
-            LseStrideB = lse?.Strides[0] ?? 0, LseStrideH = lse?.Strides[1] ?? 0, LseStrideS = lse?.Strides[2] ?? 0,
-            KvHeadStride = store.HeadStride, PageStride = store.PageStride,
-            Batch = a.Batch, QLen = a.QueryLength, Heads = a.Heads, KvHeads = store.KvHeads, Group = group,
-            TableStride = tableStride, PageShift = store.PageShift,
-            Causal = a.Mask.Causal ? 1 : 0, WindowLeft = a.Mask.WindowLeft, WindowRight = a.Mask.WindowRight,
-            NumSplits = plan.Splits, KeysPerSplit = plan.KeysPerSplit, RowChunks = plan.RowChunks,
-            ScaleLog2 = a.Scale * Log2E,
-            Softcap = softcap, SoftcapLog2 = softcap * Log2E, ScaleOverSoftcap = softcap > 0 ? a.Scale / softcap : 0,
-        };
-        if (plan.Splits > 1)
-        {
-            long rows = (long)a.Batch * a.Heads * a.QueryLength * plan.Splits;
-            var scratch = store.Scratch(rows * (d + 1), stream);
-            p.PartO = scratch.DevicePointer;
-            p.PartLse = scratch.DevicePointer + (nint)(rows * d * sizeof(float));
-        }
+        var device = new DecodeDevice(store.Context.Device.MultiprocessorCount, store.BlocksPerMultiprocessor);
+        var operands = new DecodeOperands(
+            query.DevicePointer, new Strides3(query.Strides[0], query.Strides[1], query.Strides[2]),
+            output.DevicePointer, new Strides3(output.Strides[0], output.Strides[1], output.Strides[2]),
+            lse?.DevicePointer ?? 0, lse is null ? default : new Strides3(lse.Strides[0], lse.Strides[1], lse.Strides[2]),
+            store.Keys.DevicePointer, store.Values.DevicePointer, tables, tableStride, lengths);
+        return DecodeLaunchPlan.Create(store.Type, store.Geometry, a.Batch, a.QueryLength, a.Heads, maxLength, a.Scale, a.Mask, a.Options, device, operands);
+    }
+
+    private static void Launch<T>(DecodeLaunchPlan plan, DeviceKvStore<T> store, CudaStream stream) where T : unmanaged
+    {
+        nint scratch = plan.ScratchElements > 0 ? store.Scratch(plan.ScratchElements, stream).DevicePointer : 0;
+        var p = plan.Parameters(scratch);
         var args = new KernelArguments();
         args.Add(p);
-        var config = plain
-            ? new LaunchConfig(new Dim3((uint)a.Heads, (uint)a.Batch, (uint)plan.Splits), 128)
-            : new LaunchConfig(new Dim3((uint)store.KvHeads, (uint)a.Batch, (uint)(plan.RowChunks * plan.Splits)), 128);
-        store.GetDecodeKernel(a.Options.Kernel).Launch(config, stream, ref args);
-        if (plan.Splits > 1)
+        store.DecodeModuleKernel(plan.KernelName).Launch(plan.Config, stream, ref args);
+        if (plan.CombineConfig is { } combineConfig)
         {
-            long outputRows = (long)a.Batch * a.Heads * a.QueryLength;
             var combine = new KernelArguments();
             combine.Add(p);
-            store.CombineKernel.Launch(new LaunchConfig((uint)((outputRows + 3) / 4), 128), stream, ref combine);
+            store.DecodeModuleKernel(plan.CombineName).Launch(combineConfig, stream, ref combine);
         }
     }
 }

@@ -164,16 +164,13 @@ public sealed class CudaKvCache<T> : IDisposable where T : unmanaged
         stream ??= DefaultStream;
         Context.RequireSame(stream.Context, nameof(stream));
         if (n == 0) return;
-        var host = Store.Staging.Begin(2 * count + 1, stream);
-        for (int i = 0; i < count; i++)
-        {
-            host[i] = i * n;
-            host[count + 1 + i] = _lengths[first + i];
-        }
-        host[count] = count * n;
-        nint device = Store.Staging.Upload(2 * count + 1, stream);
-        Store.LaunchAppend(stream, key, value, src, ragged, count, count * n, Tables + (nint)first * TableStride * sizeof(int), TableStride,
-            device, device + (count + 1) * sizeof(int));
+        int ints = ContiguousAppendStaging.Ints(count);
+        ContiguousAppendStaging.Pack(_lengths.AsSpan(first, count), n, Store.Staging.Begin(ints, stream));
+        nint device = Store.Staging.Upload(ints, stream);
+        var (p, config) = KvAppendLaunch.Append(Store.Geometry, Store.Keys.DevicePointer, Store.Values.DevicePointer, key.DevicePointer, value.DevicePointer,
+            src, ragged, count, count * n, Tables + (nint)first * TableStride * sizeof(int), TableStride,
+            device, PagedAppendStaging.At(device, ContiguousAppendStaging.PositionsAt(count)));
+        Store.Launch(p, config, stream);
         for (int i = 0; i < count; i++) _lengths[first + i] += n;
     }
 

@@ -224,8 +224,8 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
     /// <param name="cache">A cache with the config's Hkv and D, on this module's context. Its work must be queued on <see cref="Stream"/> only.</param>
     /// <exception cref="ArgumentNullException">An argument is null.</exception>
     /// <exception cref="ArgumentException">Shapes that do not match, a cache of another shape or context, a block-sparse config (no
-    /// block-sparse decode), or a sequence that would pass the cache's <see cref="CudaKvCache{T}.MaxSequenceLength"/>. Nothing is
-    /// queued and the cache is unchanged.</exception>
+    /// block-sparse decode), a sequence that would pass the cache's <see cref="CudaKvCache{T}.MaxSequenceLength"/>, or more new
+    /// tokens than one decode launch covers (n x H/Hkv above 65535 x 8). Nothing is queued and the cache is unchanged.</exception>
     /// <exception cref="ObjectDisposedException">The module, the cache or a tensor was disposed.</exception>
     /// <exception cref="CudaException">A launch failed.</exception>
     /// <exception cref="CublasException">cuBLAS rejected a GEMM.</exception>
@@ -246,6 +246,8 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
                     $"Appending {n} tokens to sequence {b} (length {lengths[b]}) would pass the cache's MaxSequenceLength {cache.MaxSequenceLength}. Nothing was queued.", nameof(cache));
             }
         }
+        // Every refusal the decode could make comes before the projections and the append: a refused call leaves the cache as it was.
+        DecodeLaunchPlan.RequireLaunchable(plan.Batch, n, Config.Heads, Config.KvHeads, nameof(input));
         var options = Options(0, 0);
         Views views = Prepare(plan);
         RunProjections(plan, input.Buffer, null, views);
@@ -263,8 +265,9 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
     /// <param name="cache">A paged cache with the config's Hkv and D, on this module's context. Its work must be queued on <see cref="Stream"/> only.</param>
     /// <param name="sequences">Distinct live sequence ids, <c>[B]</c>.</param>
     /// <exception cref="ArgumentNullException">An argument is null.</exception>
-    /// <exception cref="ArgumentException">Shapes that do not match, a cache of another shape or context, a block-sparse config, or a
-    /// sequence id that is not live or is listed twice. Nothing is queued and the cache is unchanged.</exception>
+    /// <exception cref="ArgumentException">Shapes that do not match, a cache of another shape or context, a block-sparse config, a
+    /// sequence id that is not live or is listed twice, or more new tokens than one decode launch covers (n x H/Hkv above 65535 x 8).
+    /// Nothing is queued and the cache is unchanged.</exception>
     /// <exception cref="ArgumentOutOfRangeException">The pool has too few free pages for the whole batch (message has the numbers). Nothing is queued and the cache is unchanged.</exception>
     /// <exception cref="ObjectDisposedException">The module, the cache or a tensor was disposed.</exception>
     /// <exception cref="CudaException">A launch failed.</exception>
@@ -284,6 +287,9 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
             throw new ArgumentOutOfRangeException(nameof(cache),
                 $"Appending {plan.SeqQ} tokens to each of {sequences.Length} sequences needs {needed} free pages; the pool has {cache.Allocator.FreePages} of {cache.PageCount}. Nothing was queued.");
         }
+        // Every refusal the decode could make comes before the projections and the append: a refused call leaves the cache as it was.
+        DecodeLaunchPlan.RequireLaunchable(plan.Batch, plan.SeqQ, Config.Heads, Config.KvHeads, nameof(input));
+        PagedDecodeTables.RequireStageable(sequences.Length, PagedDecodeTables.StrideAfterAppend(cache.Allocator, sequences, plan.SeqQ));
         var options = Options(0, 0);
         Views views = Prepare(plan);
         RunProjections(plan, input.Buffer, null, views);

@@ -45,7 +45,7 @@ public sealed class CudaPagedKvCache<T> : IDisposable where T : unmanaged
         }
         long rows = (long)kvHeads * pageCount * pageSize;
         Allocator = new PageAllocator(pageCount, pageSize);
-        Store = new DeviceKvStore<T>(context, rows, pageSize, (long)pageCount * pageSize * headDim, kvHeads, headDim);
+        Store = new DeviceKvStore<T>(context, rows, pageSize, KvPoolGeometry.Paged(pageCount, pageSize, kvHeads, headDim).HeadStride, kvHeads, headDim);
     }
 
     /// <summary>Page bookkeeping: block tables, reference counts, free pages.</summary>
@@ -139,40 +139,18 @@ public sealed class CudaPagedKvCache<T> : IDisposable where T : unmanaged
         Context.RequireSame(stream.Context, nameof(stream));
         // Validates every entry and the capacity of the whole batch, then reserves; throws with nothing changed.
         var placements = BatchAppend.Commit(Allocator, sequences, counts);
-        int batch = sequences.Length, copies = 0;
-        long tokens = 0;
-        foreach (var p in placements)
+        var staging = PagedAppendStaging.Measure(Allocator, sequences, placements);
+        if (staging.Tokens == 0 && staging.Copies == 0) return;
+        staging.Pack(Allocator, sequences, placements, Store.Staging.Begin(staging.Ints, stream));
+        nint device = Store.Staging.Upload(staging.Ints, stream);
+        if (staging.CopyLaunch(Store.Geometry, Store.Keys.DevicePointer, Store.Values.DevicePointer, device) is { } copy)
         {
-            tokens += p.Count;
-            if (p.Copy is not null) copies++;
+            Store.Launch(copy.Parameters, copy.Config, stream);
         }
-        if (tokens == 0 && copies == 0) return;
-        int stride = DecodePlanner.TableStride(Allocator, sequences);
-        int tablesAt = 0, startsAt = batch * stride, positionsAt = startsAt + batch + 1, copiesAt = positionsAt + batch;
-        var host = Store.Staging.Begin(copiesAt + 3 * copies, stream);
-        Span<int> lengths = batch <= 256 ? stackalloc int[batch] : new int[batch];
-        DecodePlanner.PackBlockTables(Allocator, sequences, stride, lengths, host.Slice(tablesAt, batch * stride));
-        int token = 0, c = 0;
-        for (int b = 0; b < batch; b++)
+        if (staging.AppendLaunch(Store.Geometry, Store.Keys.DevicePointer, Store.Values.DevicePointer, key.DevicePointer, value.DevicePointer,
+            src, ragged, device) is { } append)
         {
-            host[startsAt + b] = token;
-            host[positionsAt + b] = placements[b].Start;
-            token += placements[b].Count;
-            if (placements[b].Copy is { } copy)
-            {
-                host[copiesAt + 3 * c] = copy.Source;
-                host[copiesAt + 3 * c + 1] = copy.Destination;
-                host[copiesAt + 3 * c + 2] = copy.Slots;
-                c++;
-            }
-        }
-        host[startsAt + batch] = token;
-        nint device = Store.Staging.Upload(copiesAt + 3 * copies, stream);
-        if (copies > 0) Store.LaunchCopies(stream, device + copiesAt * sizeof(int), copies);
-        if (token > 0)
-        {
-            Store.LaunchAppend(stream, key, value, src, ragged, batch, token, device + tablesAt * sizeof(int), stride,
-                device + startsAt * sizeof(int), device + positionsAt * sizeof(int));
+            Store.Launch(append.Parameters, append.Config, stream);
         }
     }
 

@@ -130,14 +130,16 @@ internal sealed class DeviceKvStore<T> : IDisposable where T : unmanaged
     public DeviceBuffer<T> Values { get; }
     public DeviceStaging Staging { get; }
 
-    private string Suffix => $"hd{HeadDim}_{Type.Suffix()}";
+    /// <summary>The pools' layout, as the launch plans take it.</summary>
+    public KvPoolGeometry Geometry => new(PageSize, KvHeads, HeadDim, HeadStride);
 
-    public CudaKernel GetDecodeKernel(DecodeKernel kernel) => DecodeModule.GetKernel(
-        kernel == DecodeKernel.Plain ? $"fa_paged_decode_simt_{Suffix}" : $"fa_paged_decode_{Suffix}");
+    public CudaKernel GetDecodeKernel(DecodeKernel kernel) => DecodeModule.GetKernel(DecodeLaunchPlan.DecodeKernelName(kernel, Type, HeadDim));
 
-    public CudaKernel CombineKernel => DecodeModule.GetKernel($"fa_decode_combine_{Suffix}");
-    public CudaKernel AppendKernel => AppendModule.GetKernel($"fa_kv_append_{Suffix}");
-    public CudaKernel CopyPagesKernel => AppendModule.GetKernel($"fa_kv_copy_pages_{Suffix}");
+    /// <summary>A kernel of the decode module (paged_decode.cu) by name.</summary>
+    public CudaKernel DecodeModuleKernel(string name) => DecodeModule.GetKernel(name);
+
+    public CudaKernel AppendKernel => AppendModule.GetKernel(KvAppendLaunch.AppendKernelName(Type, HeadDim));
+    public CudaKernel CopyPagesKernel => AppendModule.GetKernel(KvAppendLaunch.CopyKernelName(Type, HeadDim));
 
     /// <summary>Resident tuned decode blocks per SM, from the loaded kernel's registers and shared memory.</summary>
     public int BlocksPerMultiprocessor
@@ -148,7 +150,7 @@ internal sealed class DeviceKvStore<T> : IDisposable where T : unmanaged
             {
                 var a = GetDecodeKernel(DecodeKernel.Tuned).Attributes;
                 var d = Context.Device;
-                _blocksPerMultiprocessor = DecodePlanner.BlocksPerMultiprocessor(a.Registers, a.StaticSharedMemoryBytes, 128,
+                _blocksPerMultiprocessor = DecodePlanner.BlocksPerMultiprocessor(a.Registers, a.StaticSharedMemoryBytes, DecodeLaunchPlan.Threads,
                     d.RegistersPerMultiprocessor, d.SharedMemoryPerMultiprocessorBytes, d.MaxThreadsPerMultiprocessor);
             }
             return _blocksPerMultiprocessor;
@@ -168,34 +170,20 @@ internal sealed class DeviceKvStore<T> : IDisposable where T : unmanaged
         return _scratch;
     }
 
-    /// <summary>Queues the copy-on-write copies (<paramref name="count"/> triples source, destination, slots at <paramref name="copies"/>).</summary>
-    public void LaunchCopies(CudaStream stream, nint copies, int count)
+    /// <summary>Queues a copy-on-write launch built by <see cref="KvAppendLaunch.Copy"/> on this store's pools.</summary>
+    public void Launch(KvCopyParams p, LaunchConfig config, CudaStream stream)
     {
-        var p = new KvCopyParams
-        {
-            KPool = Keys.DevicePointer, VPool = Values.DevicePointer, Copies = copies,
-            PoolHeadStride = HeadStride, PoolPageStride = PageStride, Count = count,
-        };
         var args = new KernelArguments();
         args.Add(p);
-        CopyPagesKernel.Launch(new LaunchConfig(new Dim3((uint)count, (uint)KvHeads), 128), stream, ref args);
+        CopyPagesKernel.Launch(config, stream, ref args);
     }
 
-    /// <summary>Queues the append of <paramref name="tokens"/> tokens of <paramref name="entries"/> batch entries (device arrays already uploaded).</summary>
-    public void LaunchAppend(CudaStream stream, DeviceTensor<T> key, DeviceTensor<T> value, TokenSource src, bool ragged,
-        int entries, int tokens, nint tables, int tableStride, nint tokenStarts, nint positions)
+    /// <summary>Queues an append launch built by <see cref="KvAppendLaunch.Append"/> on this store's pools (staged arrays already uploaded).</summary>
+    public void Launch(KvAppendParams p, LaunchConfig config, CudaStream stream)
     {
-        var p = new KvAppendParams
-        {
-            KSrc = key.DevicePointer, VSrc = value.DevicePointer, KPool = Keys.DevicePointer, VPool = Values.DevicePointer,
-            BlockTables = tables, EntryTokenStart = tokenStarts, EntryPosition = positions,
-            SrcEntryStride = src.EntryStride, SrcTokenStride = src.TokenStride, SrcHeadStride = src.HeadStride,
-            PoolHeadStride = HeadStride, PoolPageStride = PageStride,
-            Entries = entries, Tokens = tokens, KvHeads = KvHeads, TableStride = tableStride, PageShift = PageShift, Ragged = ragged ? 1 : 0,
-        };
         var args = new KernelArguments();
         args.Add(p);
-        AppendKernel.Launch(new LaunchConfig((uint)tokens, 128), stream, ref args);
+        AppendKernel.Launch(config, stream, ref args);
     }
 
     private CudaModule DecodeModule => _decodeModule ??= CudaModule.Load(Context, KernelCompiler.Shared, KernelRegistry.PagedDecode(Type, HeadDim));

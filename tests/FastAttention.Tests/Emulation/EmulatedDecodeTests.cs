@@ -1,9 +1,8 @@
 // The paged decode kernels (paged_decode.cu: tuned, plain SIMT, split combine) and the KV append / copy-on-write
 // kernels (kv_append.cu) run on the kernel emulator, against the CPU paged cache, CPU decode and the double reference.
-// Planning goes through the real pure functions (DecodePlanner.Plan / TableStride / PackBlockTables,
-// BatchAppend.Commit). The launch parameters are packed here the way CudaDecode.Launch, CudaPagedKvCache.AppendCore
-// and DeviceKvStore.LaunchAppend/LaunchCopies pack them: those methods need a device, so this test mirrors them
-// (a mismatch between the mirror and them would not be caught here). Unused pool slots hold NaN, block tables are
+// Planning and packing go through the same pure functions the device path uses (PagedDecodeTables, DecodeLaunchPlan,
+// BatchAppend.Commit, PagedAppendStaging, KvAppendLaunch): CudaDecode and CudaPagedKvCache only add the uploads and the
+// device addresses, which here are host addresses of guarded buffers. Unused pool slots hold NaN, block tables are
 // scrambled by filler sequences, destinations start as NaN, guard zones are checked.
 using FastAttention.Caching;
 using FastAttention.Compilation;
@@ -19,8 +18,6 @@ namespace FastAttention.Tests.Emulation;
 [Category("Emulated")]
 public sealed class EmulatedDecodeTests
 {
-    private const float Log2E = 1.44269504088896341f;
-
     private static readonly DecodeCase[] Cases =
     [
         new("f32", [1, 37, 300], 8, 8, 64, 1, false, -1, -1, 8),
@@ -111,71 +108,62 @@ public sealed class EmulatedDecodeTests
         return (cache, ids);
     }
 
-    /// <summary>Decode on the emulator: planner, table packing, parameters and launches as CudaDecode does them for a paged cache.</summary>
+    /// <summary>Decode on the emulator: measure, plan, pack, bind and launch as CudaDecode does for a paged cache.</summary>
     private static (float[] Output, float[] Lse, string Kernel) DecodeEmulated<T>(PagedKvCache<T> cache, int[] ids, T[] query, int q, int heads,
         AttentionOptions options, string variant) where T : unmanaged
     {
-        int batch = ids.Length, hkv = cache.KvHeads, d = cache.HeadDim, group = heads / hkv;
-        string s = KernelElementTypes.Of<T>().Suffix();
+        int batch = ids.Length, hkv = cache.KvHeads, d = cache.HeadDim;
+        var type = KernelElementTypes.Of<T>();
         using var kPool = new HostBuffer<T>(cache.KeyStorage);
         using var vPool = new HostBuffer<T>(cache.ValueStorage);
-        int stride = DecodePlanner.TableStride(cache.Allocator, ids);
-        var packed = new int[batch + batch * stride];
-        DecodePlanner.PackBlockTables(cache.Allocator, ids, stride, packed.AsSpan(0, batch), packed.AsSpan(batch));
-        using var tables = new HostBuffer<int>(packed);
-        int maxLength = packed.Take(batch).DefaultIfEmpty(0).Max();
-        bool plain = variant == "plain";
-        // A small device (4 SMs, 2 resident blocks each) so the planner's own split choice is exercised at these sizes.
-        var plan = DecodePlanner.Plan(batch, hkv, q * group, maxLength, cache.PageSize, 4, 2, variant == "tuned splits=3" ? 3 : null);
         using var qBuf = new HostBuffer<T>(query);
         using var oBuf = new HostBuffer<T>(Num.Filled<T>(batch * q * heads * d, float.NaN));
         using var lseBuf = new HostBuffer<float>(Num.Filled<float>(batch * heads * q, float.NaN));
-        long rows = (long)batch * heads * q * plan.Splits;
-        using var scratch = new HostBuffer<float>(plan.Splits > 1 ? (int)(rows * (d + 1)) : 0);
-        scratch.Poison();
-        float scale = options.ResolveScale(d);
-        var p = new DecodeParams
+        var tables = PagedDecodeTables.Measure(cache.Allocator, ids);
+        var decodeOptions = variant switch
         {
-            Q = qBuf.Pointer, KPool = kPool.Pointer, VPool = vPool.Pointer,
-            BlockTables = tables.Pointer + batch * sizeof(int), SeqLens = tables.Pointer, O = oBuf.Pointer, Lse = lseBuf.Pointer,
-            QStrideB = (long)q * heads * d, QStrideS = (long)heads * d, QStrideH = d,
-            OStrideB = (long)q * heads * d, OStrideS = (long)heads * d, OStrideH = d,
-            LseStrideB = (long)heads * q, LseStrideH = q, LseStrideS = 1,
-            KvHeadStride = (long)cache.Allocator.PageCount * cache.PageSize * d, PageStride = (long)cache.PageSize * d,
-            Batch = batch, QLen = q, Heads = heads, KvHeads = hkv, Group = group,
-            TableStride = stride, PageShift = System.Numerics.BitOperations.Log2((uint)cache.PageSize),
-            Causal = options.Mask.Causal ? 1 : 0, WindowLeft = options.Mask.WindowLeft, WindowRight = options.Mask.WindowRight,
-            NumSplits = plan.Splits, KeysPerSplit = plan.KeysPerSplit, RowChunks = plan.RowChunks,
-            ScaleLog2 = scale * Log2E, Softcap = 0, SoftcapLog2 = 0, ScaleOverSoftcap = 0,
+            "plain" => new GpuDecodeOptions { Kernel = DecodeKernel.Plain },
+            "tuned splits=3" => new GpuDecodeOptions { Splits = 3 },
+            _ => GpuDecodeOptions.Default,
         };
-        if (plan.Splits > 1)
-        {
-            p.PartO = scratch.Pointer;
-            p.PartLse = scratch.Pointer + (nint)(rows * d * sizeof(float));
-        }
-        EmulatedModule module = KernelEmulator.Load(KernelRegistry.PagedDecode(KernelElementTypes.Of<T>(), d));
-        string kernel = plain ? $"fa_paged_decode_simt_hd{d}_{s}" : $"fa_paged_decode_hd{d}_{s}";
-        var config = plain
-            ? new LaunchConfig(new Dim3((uint)heads, (uint)batch, (uint)plan.Splits), 128)
-            : new LaunchConfig(new Dim3((uint)hkv, (uint)batch, (uint)(plan.RowChunks * plan.Splits)), 128);
+        var pool = KvPoolGeometry.Paged(cache.Allocator.PageCount, cache.PageSize, hkv, d);
+        var operands = new DecodeOperands(
+            qBuf.Pointer, new Strides3((long)q * heads * d, (long)heads * d, d),
+            oBuf.Pointer, new Strides3((long)q * heads * d, (long)heads * d, d),
+            lseBuf.Pointer, new Strides3((long)heads * q, q, 1),
+            kPool.Pointer, vPool.Pointer, 0, tables.TableStride, 0);
+        // A small device (4 SMs, 2 resident blocks each) so the planner's own split choice is exercised at these sizes.
+        var plan = DecodeLaunchPlan.Create(type, pool, batch, q, heads, tables.MaxLength, options.ResolveScale(d), options.Mask, decodeOptions,
+            new DecodeDevice(4, 2), operands);
+        using var staged = new HostBuffer<int>(tables.Ints);
+        staged.Poison();
+        tables.Pack(cache.Allocator, ids, staged.Span);
+        plan = tables.Bind(plan, staged.Pointer);
+        using var scratch = new HostBuffer<float>(checked((int)plan.ScratchElements));
+        scratch.Poison();
+        var p = plan.Parameters(scratch.Pointer);
+        EmulatedModule module = KernelEmulator.Load(KernelRegistry.PagedDecode(type, d));
         var args = new KernelArguments();
         args.Add(p);
-        module.Launch(kernel, config, ref args);
-        if (plan.Splits > 1)
+        module.Launch(plan.KernelName, plan.Config, ref args);
+        if (plan.CombineConfig is { } combineConfig)
         {
-            long outputRows = (long)batch * heads * q;
             var combine = new KernelArguments();
             combine.Add(p);
-            module.Launch($"fa_decode_combine_hd{d}_{s}", new LaunchConfig((uint)((outputRows + 3) / 4), 128), ref combine);
+            module.Launch(plan.CombineName, combineConfig, ref combine);
+        }
+        if (variant == "tuned splits=3" && tables.MaxLength > 2 * cache.PageSize)
+        {
+            Assert.That(plan.Split.Splits, Is.GreaterThan(1), "a forced split over more than two pages splits the context");
         }
         kPool.Check("k pool");
         vPool.Check("v pool");
         qBuf.Check("query");
         oBuf.Check("output");
         lseBuf.Check("logSumExp");
-        tables.Check("tables");
+        staged.Check("tables");
         scratch.Check("split scratch");
-        return (Num.ToFloats<T>(oBuf.Span), lseBuf.ToArray(), $"{kernel} splits={plan.Splits}");
+        return (Num.ToFloats<T>(oBuf.Span), lseBuf.ToArray(), $"{plan.KernelName} splits={plan.Split.Splits}");
     }
 
     [TestCase("f16", 64, 16)]
@@ -206,7 +194,6 @@ public sealed class EmulatedDecodeTests
         using var kPool = new HostBuffer<T>(Num.Filled<T>((int)poolElements, float.NaN));
         using var vPool = new HostBuffer<T>(Num.Filled<T>((int)poolElements, float.NaN));
         EmulatedModule module = KernelEmulator.Load(KernelRegistry.KvAppend(KernelElementTypes.Of<T>(), d));
-        string s = KernelElementTypes.Of<T>().Suffix();
         int[] ids = [cpu.CreateSequence(), cpu.CreateSequence(), cpu.CreateSequence()];
         Assert.That(ids, Is.EqualTo(new[] { allocator.CreateSequence(), allocator.CreateSequence(), allocator.CreateSequence() }));
         int pageCopies = 0;
@@ -227,52 +214,27 @@ public sealed class EmulatedDecodeTests
                 token += counts[b];
             }
             var placements = BatchAppend.Commit(allocator, sequences, counts);
-            int batch = sequences.Length, stride = DecodePlanner.TableStride(allocator, sequences);
-            var copies = placements.Where(pl => pl.Copy is not null).Select(pl => pl.Copy!.Value).ToArray();
-            int startsAt = batch * stride, positionsAt = startsAt + batch + 1, copiesAt = positionsAt + batch;
-            var host = new int[copiesAt + 3 * copies.Length];
-            DecodePlanner.PackBlockTables(allocator, sequences, stride, new int[batch], host.AsSpan(0, batch * stride));
-            int t = 0;
-            for (int b = 0; b < batch; b++)
-            {
-                host[startsAt + b] = t;
-                host[positionsAt + b] = placements[b].Start;
-                t += placements[b].Count;
-            }
-            host[startsAt + batch] = t;
-            for (int i = 0; i < copies.Length; i++)
-            {
-                (host[copiesAt + 3 * i], host[copiesAt + 3 * i + 1], host[copiesAt + 3 * i + 2]) = (copies[i].Source, copies[i].Destination, copies[i].Slots);
-            }
-            using var tables = new HostBuffer<int>(host);
+            var staging = PagedAppendStaging.Measure(allocator, sequences, placements);
+            using var tables = new HostBuffer<int>(staging.Ints);
+            tables.Poison();
+            staging.Pack(allocator, sequences, placements, tables.Span);
             using var kSrc = new HostBuffer<T>(k);
             using var vSrc = new HostBuffer<T>(v);
-            long headStride = (long)pages * pageSize * d, pageStride = (long)pageSize * d;
-            if (copies.Length > 0)
+            var pool = KvPoolGeometry.Paged(pages, pageSize, hkv, d);
+            if (staging.CopyLaunch(pool, kPool.Pointer, vPool.Pointer, tables.Pointer) is { } copy)
             {
-                var cp = new KvCopyParams
-                {
-                    KPool = kPool.Pointer, VPool = vPool.Pointer, Copies = tables.Pointer + copiesAt * sizeof(int),
-                    PoolHeadStride = headStride, PoolPageStride = pageStride, Count = copies.Length,
-                };
                 var cargs = new KernelArguments();
-                cargs.Add(cp);
-                module.Launch($"fa_kv_copy_pages_hd{d}_{s}", new LaunchConfig(new Dim3((uint)copies.Length, hkv), 128), ref cargs);
-                pageCopies += copies.Length;
+                cargs.Add(copy.Parameters);
+                module.Launch(KvAppendLaunch.CopyKernelName(KernelElementTypes.Of<T>(), d), copy.Config, ref cargs);
+                pageCopies += staging.Copies;
             }
-            var ap = new KvAppendParams
-            {
-                KSrc = kSrc.Pointer, VSrc = vSrc.Pointer, KPool = kPool.Pointer, VPool = vPool.Pointer,
-                BlockTables = tables.Pointer, EntryTokenStart = tables.Pointer + startsAt * sizeof(int),
-                EntryPosition = tables.Pointer + positionsAt * sizeof(int),
-                SrcEntryStride = ragged ? 0 : (long)n * hkv * d, SrcTokenStride = (long)hkv * d, SrcHeadStride = d,
-                PoolHeadStride = headStride, PoolPageStride = pageStride,
-                Entries = batch, Tokens = t, KvHeads = hkv, TableStride = stride,
-                PageShift = System.Numerics.BitOperations.Log2((uint)pageSize), Ragged = ragged ? 1 : 0,
-            };
+            // The batched source [B, n, Hkv, D] and the ragged one [N, Hkv, D], with the strides TokenSource.Require reads off them.
+            var src = ragged ? new TokenSource(0, (long)hkv * d, d) : new TokenSource((long)n * hkv * d, (long)hkv * d, d);
+            var append = staging.AppendLaunch(pool, kPool.Pointer, vPool.Pointer, kSrc.Pointer, vSrc.Pointer, src, ragged, tables.Pointer);
+            Assert.That(append, Is.Not.Null, "every batch here appends tokens");
             var aargs = new KernelArguments();
-            aargs.Add(ap);
-            module.Launch($"fa_kv_append_hd{d}_{s}", new LaunchConfig((uint)t, 128), ref aargs);
+            aargs.Add(append!.Value.Parameters);
+            module.Launch(KvAppendLaunch.AppendKernelName(KernelElementTypes.Of<T>(), d), append.Value.Config, ref aargs);
             kSrc.Check("k source");
             vSrc.Check("v source");
             tables.Check("tables");

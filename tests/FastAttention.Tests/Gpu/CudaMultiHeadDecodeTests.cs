@@ -216,4 +216,35 @@ public sealed class CudaMultiHeadDecodeTests : GpuFixture
         y.CopyTo(back);
         Assert.That(back, Is.All.EqualTo(ModuleData.Sentinel), "nothing was written");
     }
+
+    [Test]
+    public void AChunkPastTheDecodeGridIsRefusedBeforeTheAppend()
+    {
+        // D = 64, 2 query heads per KV head: one launch covers 65535 x 8 / 2 = 262140 new tokens; one more is refused
+        // by the decode's own limits, which the module runs before projecting and appending.
+        var c = new AttentionConfig(128, 2, 1, causal: true);
+        const int n = DecodePlanner.MaxGridYz * DecodePlanner.RowsPerBlock / 2 + 1;
+        using var gpu = GpuModuleSupport.Gpu<float>(Context, c, GpuModuleSupport.Weights<float>(c, 38));
+        using var small = GpuModuleSupport.Upload<float>(Context, GpuModuleSupport.Input<float>(1, 3, 128, 39), 1, 3, 128);
+        using var smallOut = DeviceTensor<float>.Allocate(Context, 1, 3, 128);
+        using var big = DeviceTensor<float>.Allocate(Context, 1, n, 128);
+        using var bigOut = DeviceTensor<float>.Allocate(Context, 1, n, 128);
+        using var cache = new CudaKvCache<float>(Context, 1, n + 3, 1, 64);
+        using var paged = new CudaPagedKvCache<float>(Context, (n + 3 + 255) / 256 + 1, 256, 1, 64);
+        int s0 = paged.CreateSequence();
+        gpu.Forward(small, smallOut, cache);
+        gpu.Forward(small, smallOut, paged, [s0]);
+        gpu.Stream.Synchronize();
+        long workspace = gpu.WorkspaceBytes;
+        int free = paged.Allocator.FreePages;
+
+        string limit = $"{n} query rows x 2 heads per KV head";
+        Assert.That(() => gpu.Forward(big, bigOut, cache), Throws.ArgumentException.With.Property("ParamName").EqualTo("input").And.Message.Contains(limit));
+        Assert.That(() => gpu.Forward(big, bigOut, paged, [s0]), Throws.ArgumentException.With.Property("ParamName").EqualTo("input").And.Message.Contains(limit));
+
+        gpu.Stream.Synchronize();
+        Assert.That(cache.Lengths.ToArray(), Is.EqualTo(new[] { 3 }), "the contiguous cache is unchanged");
+        Assert.That((paged.Length(s0), paged.Allocator.FreePages), Is.EqualTo((3, free)), "the paged cache is unchanged");
+        Assert.That(gpu.WorkspaceBytes, Is.EqualTo(workspace), "the workspace did not grow: nothing was projected");
+    }
 }
