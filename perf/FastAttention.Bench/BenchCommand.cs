@@ -1,4 +1,5 @@
-// `bench`: the measured peak, then memory, the dense sweep, block-sparse vs dense, sgemm, decode bandwidth and caching speedup.
+// `bench`: the measured peak, then memory, the dense sweep, block-sparse vs dense, sgemm, decode bandwidth and caching speedup;
+// then, where a CUDA device is usable, the `gpu` command's sections.
 using FastAttention.Bench.Output;
 
 namespace FastAttention.Bench;
@@ -8,7 +9,7 @@ internal static class BenchCommand
     public static int Run(CliConsole console, RunOptions o, IReadOnlySet<string> sections, IReadOnlyList<string>? dtypes, string[] args)
     {
         var session = new RunSession(console, o, "FastAttention CPU benchmark", args);
-        session.CheckBackend();
+        bool gpu = session.CheckBackend();
         var peak = session.MeasurePeak();
         var policy = session.Policy;
         int threads = o.Threads;
@@ -63,6 +64,15 @@ internal static class BenchCommand
             session.Emit(Report.CachingTable(rows));
             session.Rows.AddRange(Report.CachingRows(rows));
         }
-        return session.Finish();
+        int status = session.Finish();
+        if (gpu)
+        {
+            // The GPU part of the main job: the `gpu` command's sections (quick unless the run is the full one).
+            console.Out.WriteLine();
+            int gpuStatus = Gpu.GpuCommand.Run(console, o.Scale != RunScale.Full, probe: false, jsonFile: null,
+                Gpu.GpuCommand.Sections.ToHashSet(), args);
+            if (status == ExitCodes.Ok) status = gpuStatus;
+        }
+        return status;
     }
 }

@@ -25,7 +25,10 @@ internal static class CompareCommand
         }
 
         var session = new RunSession(console, o, "FastAttention vs peers", args);
-        session.CheckBackend();
+        if (session.CheckBackend())
+        {
+            session.Warn("CUDA is usable, but this comparison is CPU-only: the GPU rows are skipped; the CPU rows follow. The GPU kernels against PyTorch are `bench gpu` with perf/peers/torch_gpu_*.py (perf/gpu/run-gpu-suite.sh runs both).");
+        }
         var peak = session.MeasurePeak();
         var cases = Compare.Cases(o.Scale, o.Seqs, o.HeadDims);
         int steps = cases.Count * (1 + peers.Count);

@@ -116,7 +116,7 @@ internal sealed record InfoReport(
         yield return new ReportTable("Backend")
             .Note($"Auto picks **{Auto.Backend}**: {Auto.Reason}")
             .Note(Auto.Backend == ComputeBackend.Cuda
-                ? "Note: the CUDA runtime layer works here, but FastAttention has no CUDA attention kernels yet; attention runs on the CPU engine."
+                ? "CUDA attention runs through the FastAttention.Gpu types (CudaAttention, CudaDecode, CudaMultiHeadAttention) on device tensors; span calls (CpuAttention) stay on the CPU engine."
                 : "Attention runs on the CPU engine (FastAttention.Cpu).");
     }
 

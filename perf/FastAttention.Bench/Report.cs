@@ -313,7 +313,7 @@ internal static class Report
     {
         var t = new ReportTable($"Merged peer results ({Path.GetFileName(source)}{(tool is null ? "" : ", " + tool)})")
             .Note("Rows read from the file, shown beside FastAttention's row of the same shape, dtype and device when this run has one. " +
-                  "FastAttention has no CUDA attention kernels yet, so GPU rows have no ratio.")
+                  "GPU rows have no ratio here: FastAttention's GPU timings are `bench gpu`, joined with the PyTorch GPU peers by perf/gpu/summarize.py.")
             .Cols("case", "device", "dtype", "impl", ">median ms", ">TFLOP/s", ">FastAttention ms (same device)", ">FA ×");
         foreach (var r in merged)
         {

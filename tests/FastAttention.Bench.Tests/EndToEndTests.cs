@@ -150,7 +150,7 @@ public sealed class EndToEndTests
         string json = Path.Combine(_dir, "c.json");
         var r = CliHarness.Run("compare", "--smoke", "--backend", "cuda", "--peers", "none", "--json", json);
         Assert.That(r.ExitCode, Is.Zero, r.Error);
-        // Here: no CUDA driver. On a GPU host: CUDA usable but no attention kernels yet. Either way one clear warning.
+        // Here: no CUDA driver. On a GPU host: CUDA usable, but compare is CPU-only (the GPU rows are in `bench gpu`). Either way one clear warning.
         Assert.That(r.Error, Does.Contain("warning:").And.Contain("GPU rows are skipped; the CPU rows follow"));
         var doc = JsonNode.Parse(File.ReadAllText(json))!;
         Assert.That(doc["messages"]!.AsArray().Select(m => m!.GetValue<string>()), Has.Some.Contains("GPU rows are skipped"));
