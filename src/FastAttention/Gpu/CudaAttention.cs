@@ -197,6 +197,10 @@ public sealed class CudaAttention : IDisposable
         values.CopyTo(_staging!.Span);
         _tables.CopyFromAsync(_staging, stream);
         _uploaded = values;
+        // Covers the copy even if the launch that follows fails: a later call that reuses these tables, or that
+        // overwrites the staging buffer, waits for it.
+        _lastUse ??= CudaEvent.Create(Context, enableTiming: false);
+        _lastUse.Record(stream);
         return _tables.DevicePointer;
     }
 }
