@@ -75,7 +75,7 @@ capped() {
 }
 
 # run_stage <name> <cap seconds> <log file> <command...>: time-capped, output appended to the log, status recorded.
-# The command's exit status is left in stage_rc.
+# The command's exit status is left in stage_rc (-1 when skipped for want of time).
 run_stage() {
     local name=$1 cap=$2 log=$3
     shift 3
@@ -83,7 +83,7 @@ run_stage() {
     cap=$(capped "$cap")
     if (( cap < 5 )); then
         skip_stage "$name" "suite budget of ${SUITE_BUDGET}s spent"
-        stage_rc=124
+        stage_rc=-1
         return 0
     fi
     t0=$(date +%s)
@@ -267,7 +267,7 @@ else
         for tool in "${tools[@]}"; do
             run_stage "sanitizer-$tool" "$share" "$sanitizer_log" bash -c 'sanitize "$1" "$2"' _ "$tool" "$sanitizer_filter"
         done
-    elif (( stage_rc != 3 )); then
+    elif (( stage_rc != 3 && stage_rc != -1 )); then
         # Not a finding: the tool could not run the check (refused device, timeout, ...). Record it as skipped.
         why="$(grep -m1 -iE 'error|refus|not supported|timed out' "$sanitizer_log" | cut -c1-160)"
         sed -i '$d' "$status_file"
