@@ -89,7 +89,7 @@ run_stage() {
     t0=$(date +%s)
     say "stage $name: start (cap ${cap}s)"
     echo "===== stage $name: $* =====" >> "$log"
-    timeout --kill-after=10 "$cap" "$@" >> "$log" 2>&1
+    timeout --kill-after=5 "$cap" "$@" >> "$log" 2>&1
     rc=$?
     local dt=$(( $(date +%s) - t0 ))
     local verdict=passed
