@@ -154,17 +154,22 @@ internal static class Cli
         var gpuOnly = new Option<string?>("--only") { Description = $"Run only these sections, comma-separated: {string.Join(", ", Gpu.GpuCommand.Sections)}.", HelpName = "LIST" };
         gpuOnly.Validators.Add(r => ValidateSet(r, Gpu.GpuCommand.Sections));
         var gpuProbe = new Option<bool>("--probe") { Description = $"Only report whether a CUDA device is usable: exit 0 if so, {Gpu.GpuCommand.NoDevice} if not." };
+        var gpuWarm = new Option<bool>("--warm") { Description = "Only compile every kernel specialisation for the device's architecture, in parallel over the cores, into the kernel cache ($FASTATTN_KERNEL_CACHE), printing each kernel's registers/spills/smem; no timing." };
         var gpu = new Command("gpu", "FastAttention's CUDA kernels timed with CUDA events (warm-ups, median of N) on the shapes of the PyTorch peers " +
                                      "(perf/peers/torch_gpu_*.py): device copy bandwidth, forward tuned and plain, block-sparse vs dense, the multi-head module vs its parts, " +
                                      "paged decode and KV append bandwidth, softmax. " +
                                      "Without a CUDA device: one 'no CUDA device' line and exit 0.")
         {
-            gpuQuick, gpuJson, gpuOnly, gpuProbe,
+            gpuQuick, gpuJson, gpuOnly, gpuProbe, gpuWarm,
         };
+        gpu.Validators.Add(r =>
+        {
+            if (r.GetValue(gpuWarm) && r.GetValue(gpuProbe)) r.AddError("--warm and --probe cannot be combined.");
+        });
         gpu.SetAction(parse => Guard(console, () =>
         {
             var sections = parse.GetValue(gpuOnly) is { } list ? SplitList(list).ToHashSet() : Gpu.GpuCommand.Sections.ToHashSet();
-            return Gpu.GpuCommand.Run(console, parse.GetValue(gpuQuick), parse.GetValue(gpuProbe), parse.GetValue(gpuJson), sections, args);
+            return Gpu.GpuCommand.Run(console, parse.GetValue(gpuQuick), parse.GetValue(gpuProbe), parse.GetValue(gpuJson), sections, args, parse.GetValue(gpuWarm));
         }));
         root.Add(gpu);
 

@@ -8,7 +8,7 @@
 Every input is optional (a missing or unreadable file is reported in the summary, never fatal), so a partial run
 still gives a summary. Sections: the GPU, driver, CUDA and NVRTC versions; each stage's result and time; test
 counts and failed tests; registers/spills/shared memory per kernel (the bench's report for the device, else the
-compile stage's sm_80/sm_90 lines); FastAttention vs the peers as ratios (peer time / FastAttention time, above 1:
+warm stage's lines for the device); FastAttention vs the peers as ratios (peer time / FastAttention time, above 1:
 FastAttention is faster), joined by case name; block-sparse vs dense; softmax and copy bandwidth; sanitizer results.
 """
 import argparse
@@ -124,7 +124,7 @@ def kernel_table(bench, tests_text):
         if m and (m["name"], m["arch"]) not in seen:
             seen.add((m["name"], m["arch"]))
             rows.append((m["name"], m["arch"], int(m["regs"]), int(m["st"]) + int(m["ld"]), int(m["stack"]), int(m["smem"])))
-    return "compile stage (NVRTC, sm_80/sm_90)", rows
+    return "warm stage (NVRTC, the device's architecture)", rows
 
 
 def summarize(a):

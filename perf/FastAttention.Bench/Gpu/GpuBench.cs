@@ -23,11 +23,7 @@ internal sealed class GpuBench
         _quick = quick;
         _log = log;
         _peakGbs = peakGbs;
-        Kernels = CompileReports(context.Device);
     }
-
-    /// <summary>ptxas report of every registered kernel for this device's architecture (empty when NVRTC targets PTX).</summary>
-    public IReadOnlyCollection<KernelResourceUsage> Kernels { get; }
 
     private int Warmups => 2;
     private int Reps => _quick ? 5 : 10;
@@ -343,16 +339,5 @@ internal sealed class GpuBench
         var bf16 = new BFloat16[count];
         for (long i = 0; i < count; i++) bf16[i] = (BFloat16)values[i];
         return (DeviceBuffer<T>)(object)DeviceBuffer<BFloat16>.FromSpan(_context, bf16);
-    }
-
-    private static IReadOnlyCollection<KernelResourceUsage> CompileReports(CudaDevice device)
-    {
-        CompileTarget target = KernelCompiler.TargetFor(device);
-        var result = new List<KernelResourceUsage>();
-        foreach (KernelSpecialization spec in KernelRegistry.All)
-        {
-            result.AddRange(KernelCompiler.Shared.Compile(spec, target).ResourceUsage.Values);
-        }
-        return result;
     }
 }

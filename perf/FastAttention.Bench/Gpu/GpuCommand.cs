@@ -1,5 +1,6 @@
 // `gpu`: FastAttention's CUDA kernels timed with CUDA events on the shapes the PyTorch peers use (perf/peers/
-// torch_gpu_*.py), JSON out. Without a CUDA device it says so on one line and exits 0, so CPU hosts are unaffected.
+// torch_gpu_*.py), JSON out (rewritten after each section). `gpu --warm` only fills the kernel cache for the device.
+// Without a CUDA device it says so on one line and exits 0, so CPU hosts are unaffected.
 using System.Globalization;
 using System.Text.Encodings.Web;
 using System.Text.Json;
@@ -30,14 +31,14 @@ internal static class GpuCommand
         return selection.Backend == ComputeBackend.Cuda ? selection.Device : null;
     }
 
-    public static int Run(CliConsole console, bool quick, bool probe, string? jsonFile, IReadOnlySet<string> sections, string[] args)
+    public static int Run(CliConsole console, bool quick, bool probe, string? jsonFile, IReadOnlySet<string> sections, string[] args, bool warm = false)
     {
         CudaDevice? device = FindDevice(out string reason);
         if (device is null)
         {
             console.Out.WriteLine($"no CUDA device: {reason}");
             console.Out.Flush();
-            if (!probe && jsonFile is not null)
+            if (!probe && !warm && jsonFile is not null)
             {
                 RunSession.WriteFile(jsonFile, Json(null, null, "", [], [], [], quick, Cli.CommandLine(args), reason));
                 console.Error.WriteLine($"[gpu] wrote {jsonFile} (no rows)");
@@ -45,7 +46,9 @@ internal static class GpuCommand
             return probe ? NoDevice : ExitCodes.Ok;
         }
         console.Out.WriteLine($"CUDA device: {device}");
+        console.Out.Flush();
         if (probe) return ExitCodes.Ok;
+        if (warm) return Warm(console, device);
 
         using var context = CudaContext.Create(device);
         using var stream = CudaStream.Create(context);
@@ -54,12 +57,20 @@ internal static class GpuCommand
         string deviceLabel = $"cuda:{device.Ordinal} {device.Name}";
         var rows = new List<ResultRow>();
         var failures = new List<string>();
+        IReadOnlyCollection<KernelResourceUsage> kernels = [];
+        void Save()
+        {
+            if (jsonFile is null) return;
+            RunSession.WriteFile(jsonFile, Json(device, peakGbs, peakSource, kernels, rows, failures, quick, Cli.CommandLine(args)));
+            console.Error.WriteLine($"[gpu] wrote {jsonFile} ({rows.Count} rows)");
+        }
+        // Each section's rows are printed and saved as soon as it ends: a run cut off by a time cap keeps what it measured.
         foreach (string section in Sections.Where(sections.Contains))
         {
             console.Error.WriteLine($"[gpu] {section}");
             try
             {
-                rows.AddRange(section switch
+                List<ResultRow> sectionRows = [.. (section switch
                 {
                     "copy" => bench.Copy(),
                     "forward" => bench.Forward(),
@@ -67,28 +78,63 @@ internal static class GpuCommand
                     "mha" => bench.MultiHead(),
                     "decode" => bench.Decode(),
                     _ => bench.Softmax(),
-                });
+                }).Select(r => r with { Device = deviceLabel })];
+                rows.AddRange(sectionRows);
+                foreach (ResultRow r in sectionRows) console.Out.WriteLine(GpuReport.Line(r));
+                console.Out.Flush();
             }
-            catch (Exception e) when (e is CudaException or CublasException or NvrtcCompilationException or DllNotFoundException or ArgumentException or NotSupportedException or InvalidOperationException)
+            catch (Exception e) when (IsGpuFailure(e))
             {
                 // One failing section does not lose the others; the failure is in the JSON and the exit code.
                 string message = $"{section}: {e.GetType().Name}: {e.Message}";
                 failures.Add(message);
                 console.Error.WriteLine($"[gpu] error: {message}");
             }
+            Save();
         }
-        rows = rows.Select(r => r with { Device = deviceLabel }).ToList();
-        foreach (ResultRow r in rows)
+        // The ptxas report last: after `gpu --warm` (or the sections) every module is in the cache, so this reads logs.
+        try
         {
-            console.Out.WriteLine(GpuReport.Line(r));
+            kernels = GpuWarm.CompileAll(KernelCompiler.Shared, KernelRegistry.All, KernelCompiler.TargetFor(device), Environment.ProcessorCount).Kernels;
         }
-        if (jsonFile is not null)
+        catch (Exception e) when (e is AggregateException || IsGpuFailure(e))
         {
-            RunSession.WriteFile(jsonFile, Json(device, peakGbs, peakSource, bench.Kernels, rows, failures, quick, Cli.CommandLine(args)));
-            console.Error.WriteLine($"[gpu] wrote {jsonFile}");
+            string message = $"kernel report: {e.GetType().Name}: {e.Message}";
+            failures.Add(message);
+            console.Error.WriteLine($"[gpu] error: {message}");
         }
+        Save();
         console.Out.Flush();
         return failures.Count == 0 ? ExitCodes.Ok : ExitCodes.Failed;
+    }
+
+    private static bool IsGpuFailure(Exception e) =>
+        e is CudaException or CublasException or NvrtcCompilationException or DllNotFoundException or ArgumentException or NotSupportedException or InvalidOperationException;
+
+    /// <summary>
+    /// <c>gpu --warm</c>: every registered specialisation compiled for this device's architecture, over all cores, into
+    /// <see cref="KernelCompiler.Shared"/>'s cache; one ptxas line per kernel on stdout (the suite's kernel report).
+    /// </summary>
+    private static int Warm(CliConsole console, CudaDevice device)
+    {
+        CompileTarget target = KernelCompiler.TargetFor(device);
+        KernelCache cache = KernelCompiler.Shared.Cache;
+        GpuWarm.Result result;
+        try
+        {
+            result = GpuWarm.CompileAll(KernelCompiler.Shared, KernelRegistry.All, target, Environment.ProcessorCount);
+        }
+        catch (AggregateException e)
+        {
+            foreach (Exception inner in e.Flatten().InnerExceptions) console.Error.WriteLine($"[gpu] warm error: {inner.GetType().Name}: {inner.Message}");
+            return ExitCodes.Failed;
+        }
+        foreach (KernelResourceUsage usage in result.Kernels) console.Out.WriteLine(usage);
+        console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"warm: {result.Specializations} specialisations for {target}, {result.Compiled} compiled by NVRTC, {cache.DiskHits} from disk, " +
+            $"{result.Elapsed.TotalSeconds:F1} s on {Environment.ProcessorCount} threads; cache: {cache.Directory ?? "memory only"}"));
+        console.Out.Flush();
+        return ExitCodes.Ok;
     }
 
     /// <summary>
