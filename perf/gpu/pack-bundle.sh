@@ -51,7 +51,7 @@ extras=()
 for f in LICENSE.txt ThirdPartyNotices.txt; do [[ -f "$dotnet_root/$f" ]] && extras+=("$f"); done
 tar -C "$dotnet_root" -cf - dotnet host "shared/Microsoft.NETCore.App/$runtime_version" "${extras[@]}" | xz -T0 -6 > "$out/dotnet-runtime.tar.xz"
 cp "$repo_root/perf/gpu/run-gpu-suite.sh" "$repo_root/perf/gpu/summarize.py" "$out/"
-cp "$repo_root/perf/peers/torch_gpu_attention.py" "$repo_root/perf/peers/torch_gpu_decode.py" "$repo_root/perf/peers/cuda_timing.py" "$out/peers/"
+cp "$repo_root/perf/peers/torch_gpu_attention.py" "$repo_root/perf/peers/torch_gpu_decode.py" "$repo_root/perf/peers/gpu_peer_common.py" "$out/peers/"
 chmod +x "$out/run-gpu-suite.sh"
 
 commit="$(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null || echo unknown)"

@@ -14,10 +14,9 @@ count 4*B*H*S^2*D, halved for causal. Needs PyTorch with CUDA; nothing else.
 """
 import argparse
 import datetime
-import json
 import sys
 
-from cuda_timing import time_cuda
+from gpu_peer_common import time_cuda, write
 
 SCHEMA = "fastattention-gpu-peer/1"
 FIELDS = [
@@ -126,12 +125,6 @@ def main(argv=None):
         print(f"{name:48s} {IMPL}  " + (f"{r['median_ms']:.3f} ms  {r['gflops'] / 1000:.1f} TFLOP/s" if r["median_ms"] else r["note"]), flush=True)
     write(a.out, doc)
     return 0
-
-
-def write(path, doc):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
 
 
 if __name__ == "__main__":

@@ -19,10 +19,9 @@ Unavailable ones get a row with note "not available: <why>". GQA in SDPA uses en
 """
 import argparse
 import datetime
-import json
 import sys
 
-from cuda_timing import time_cuda
+from gpu_peer_common import time_cuda, write
 
 SCHEMA = "fastattention-gpu-peer/1"
 FIELDS = [
@@ -162,12 +161,6 @@ def main(argv=None):
         torch.cuda.empty_cache()
     write(a.out, doc)
     return 0
-
-
-def write(path, doc):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
 
 
 if __name__ == "__main__":

@@ -120,18 +120,7 @@ public sealed class EmulatedForwardTests
         CudaKernelVariant variant) where T : unmanaged
     {
         var s = inputs.Shape;
-        var mask = options.Mask;
-        T nan = Num.FromFloat<T>(float.NaN);
-        var q = (T[])inputs.Q.Clone();
-        var k = (T[])inputs.K.Clone();
-        var v = (T[])inputs.V.Clone();
-        for (int b = 0; b < s.Batch; b++)
-        {
-            int lq = mask.QueryLengths?[b] ?? s.QueryLength, lk = mask.KeyLengths?[b] ?? s.KeyLength;
-            Array.Fill(q, nan, (b * s.QueryLength + lq) * s.Heads * s.HeadDim, (s.QueryLength - lq) * s.Heads * s.HeadDim);
-            Array.Fill(k, nan, (b * s.KeyLength + lk) * s.KvHeads * s.HeadDim, (s.KeyLength - lk) * s.KvHeads * s.HeadDim);
-            Array.Fill(v, nan, (b * s.KeyLength + lk) * s.KvHeads * s.HeadDim, (s.KeyLength - lk) * s.KvHeads * s.HeadDim);
-        }
+        var (q, k, v) = inputs.WithPoisonedPadding(options.Mask);
         using var dq = new HostBuffer<T>(q);
         using var dk = new HostBuffer<T>(k);
         using var dv = new HostBuffer<T>(v);

@@ -60,7 +60,7 @@ public sealed class EmulatedSoftmaxTests
         var mask = MaskSpec.Build(spec, new AttentionShape(B, Sq, Sk, H, H, 1), seed);
         var scores = new Rng(seed).Normal<T>(B * H * Sq * Sk, 3.0);
         var (result, kernel) = RunEmulated(scores, B, H, Sq, Sk, scale, mask, variant, sms);
-        AssertMatches(result, scores, B, H, Sq, Sk, scale, mask, $"{variant} {kernel} {spec} (emulated)");
+        SoftmaxChecks.AssertMatches(result, scores, B, H, Sq, Sk, scale, mask, "emulated", $"{variant} {kernel} {spec} (emulated)");
     }
 
     [TestCase(CudaKernelVariant.Plain)]
@@ -75,7 +75,7 @@ public sealed class EmulatedSoftmaxTests
             var mask = new AttentionMask { Causal = true, KeyLengths = [sk, sk / 2] };
             var (result, kernel) = RunEmulated(scores, B, H, Sq, sk, 500f, mask, variant, 2);
             Tolerance.AssertNoNaN(result, $"softmax of logits 1e4 ({kernel})", [B, H, Sq, sk]);
-            AssertMatches(result, scores, B, H, Sq, sk, 500f, mask, $"{variant} {kernel} logits 1e4, Sk {sk} (emulated)");
+            SoftmaxChecks.AssertMatches(result, scores, B, H, Sq, sk, 500f, mask, "emulated", $"{variant} {kernel} logits 1e4, Sk {sk} (emulated)");
         }
     }
 
@@ -102,30 +102,5 @@ public sealed class EmulatedSoftmaxTests
         y.Check("output");
         maskData.Check("mask data");
         return (Num.ToFloats<T>(y.Span), plan.KernelName(type));
-    }
-
-    // Emulated result vs the double reference under the tolerance policy, and vs the CPU softmax within one rounding of T
-    // (the checks of CudaSoftmaxTests).
-    private static void AssertMatches<T>(float[] actual, T[] scores, int B, int H, int Sq, int Sk, float scale, AttentionMask mask, string what)
-        where T : unmanaged
-    {
-        int[] dims = [B, H, Sq, Sk];
-        var s = Num.ToFloats<T>(scores);
-        var expected = ReferenceAttention.Softmax(s, B, H, Sq, Sk, scale, mask);
-        if (Num.IsHalfPrecision<T>())
-        {
-            var naive = ReferenceAttention.NaiveSoftmax<T>(s, B, H, Sq, Sk, scale, mask);
-            Tolerance.AssertWithinNaive(actual, expected, naive, "emulated vs reference, " + what, dims);
-        }
-        else
-        {
-            Tolerance.AssertClose(actual, expected, "emulated vs reference, " + what, dims);
-        }
-        var cpuOut = Num.Filled<T>(scores.Length, float.NaN);
-        CpuAttention.Softmax<T>(Views.Bhqk(scores, B, H, Sq, Sk), Views.Bhqk(cpuOut, B, H, Sq, Sk), scale, mask);
-        var cpu = Num.ToFloats<T>(cpuOut);
-        double ulp = typeof(T) == typeof(float) ? 1e-4 : typeof(T) == typeof(Half) ? Math.Pow(2, -10) : Math.Pow(2, -7);
-        var allowed = cpu.Select(c => ulp * Math.Abs(c) + 1e-6).ToArray();
-        Tolerance.AssertWithin(actual, cpu.Select(c => (double)c).ToArray(), allowed, "emulated vs CPU, " + what, dims);
     }
 }

@@ -65,7 +65,7 @@ public sealed class CudaSoftmaxTests : GpuFixture
         var mask = MaskSpec.Build(spec, new AttentionShape(B, Sq, Sk, H, H, 1), seed);
         var scores = new Rng(seed).Normal<T>(B * H * Sq * Sk, 3.0);
         var gpu = RunGpu(scores, B, H, Sq, Sk, scale, mask, variant);
-        AssertMatches(gpu, scores, B, H, Sq, Sk, scale, mask, $"{variant} {Num.Name<T>()} {spec}");
+        SoftmaxChecks.AssertMatches(gpu, scores, B, H, Sq, Sk, scale, mask, "GPU", $"{variant} {Num.Name<T>()} {spec}");
     }
 
     [TestCase(CudaKernelVariant.Plain, "f32")]
@@ -94,7 +94,7 @@ public sealed class CudaSoftmaxTests : GpuFixture
             var mask = new AttentionMask { Causal = true, KeyLengths = [sk, sk / 2] };
             var gpu = RunGpu(scores, B, H, Sq, sk, 500f, mask, variant);
             Tolerance.AssertNoNaN(gpu, "softmax of logits 1e4", [B, H, Sq, sk]);
-            AssertMatches(gpu, scores, B, H, Sq, sk, 500f, mask, $"{variant} {Num.Name<T>()} logits 1e4, Sk {sk}");
+            SoftmaxChecks.AssertMatches(gpu, scores, B, H, Sq, sk, 500f, mask, "GPU", $"{variant} {Num.Name<T>()} logits 1e4, Sk {sk}");
         }
         if (typeof(T) == typeof(float))
         {
@@ -138,7 +138,7 @@ public sealed class CudaSoftmaxTests : GpuFixture
             Array.Copy(padded, r * row, gpu, r * Sk, Sk);
             for (int p = Sk; p < row; p++) Assert.That(Half.IsNaN(padded[r * row + p]), $"padding of row {r} untouched");
         }
-        AssertMatches(Num.ToFloats<Half>(gpu), bhqk, B, H, Sq, Sk, 1.2f, mask, $"{variant} strided view Sk {Sk}");
+        SoftmaxChecks.AssertMatches(Num.ToFloats<Half>(gpu), bhqk, B, H, Sq, Sk, 1.2f, mask, "GPU", $"{variant} strided view Sk {Sk}");
     }
 
     [TestCase(CudaKernelVariant.Plain, 77)]
@@ -176,7 +176,7 @@ public sealed class CudaSoftmaxTests : GpuFixture
                             if (!ReferenceAttention.Sees(mask, b, h, i, j, Sq, Sk)) scores[((b * H + h) * Sq + i) * Sk + j] = float.NaN;
             var gpu = RunGpu(scores, B, H, Sq, Sk, 1f, mask, variant);
             Tolerance.AssertNoNaN(gpu, $"{variant} NaN at masked positions, Sk {Sk}", [B, H, Sq, Sk]);
-            AssertMatches(gpu, scores, B, H, Sq, Sk, 1f, mask, $"{variant} NaN at masked positions, Sk {Sk}");
+            SoftmaxChecks.AssertMatches(gpu, scores, B, H, Sq, Sk, 1f, mask, "GPU", $"{variant} NaN at masked positions, Sk {Sk}");
         }
     }
 
@@ -211,29 +211,5 @@ public sealed class CudaSoftmaxTests : GpuFixture
         var result = new T[scores.Length];
         y.CopyTo(result);
         return Num.ToFloats<T>(result);
-    }
-
-    // GPU vs the double reference under the tolerance policy, and vs the CPU softmax within one rounding of T.
-    private static void AssertMatches<T>(float[] gpu, T[] scores, int B, int H, int Sq, int Sk, float scale, AttentionMask mask, string what)
-        where T : unmanaged
-    {
-        int[] dims = [B, H, Sq, Sk];
-        var s = Num.ToFloats<T>(scores);
-        var expected = ReferenceAttention.Softmax(s, B, H, Sq, Sk, scale, mask);
-        if (Num.IsHalfPrecision<T>())
-        {
-            var naive = ReferenceAttention.NaiveSoftmax<T>(s, B, H, Sq, Sk, scale, mask);
-            Tolerance.AssertWithinNaive(gpu, expected, naive, "GPU vs reference, " + what, dims);
-        }
-        else
-        {
-            Tolerance.AssertClose(gpu, expected, "GPU vs reference, " + what, dims);
-        }
-        var cpuOut = Num.Filled<T>(scores.Length, float.NaN);
-        CpuAttention.Softmax<T>(Views.Bhqk(scores, B, H, Sq, Sk), Views.Bhqk(cpuOut, B, H, Sq, Sk), scale, mask);
-        var cpu = Num.ToFloats<T>(cpuOut);
-        double ulp = typeof(T) == typeof(float) ? 1e-4 : typeof(T) == typeof(Half) ? Math.Pow(2, -10) : Math.Pow(2, -7);
-        var allowed = cpu.Select(c => ulp * Math.Abs(c) + 1e-6).ToArray();
-        Tolerance.AssertWithin(gpu, cpu.Select(c => (double)c).ToArray(), allowed, "GPU vs CPU, " + what, dims);
     }
 }

@@ -257,18 +257,7 @@ public sealed class GpuForwardParityTests : GpuFixture
     private EngineResult RunGpu<T>(AttentionInputs<T> inputs, AttentionOptions options, bool wantLse, CudaKernelVariant variant) where T : unmanaged
     {
         var s = inputs.Shape;
-        var mask = options.Mask;
-        T nan = Num.FromFloat<T>(float.NaN);
-        var q = (T[])inputs.Q.Clone();
-        var k = (T[])inputs.K.Clone();
-        var v = (T[])inputs.V.Clone();
-        for (int b = 0; b < s.Batch; b++)
-        {
-            int lq = mask.QueryLengths?[b] ?? s.QueryLength, lk = mask.KeyLengths?[b] ?? s.KeyLength;
-            Array.Fill(q, nan, (b * s.QueryLength + lq) * s.Heads * s.HeadDim, (s.QueryLength - lq) * s.Heads * s.HeadDim);
-            Array.Fill(k, nan, (b * s.KeyLength + lk) * s.KvHeads * s.HeadDim, (s.KeyLength - lk) * s.KvHeads * s.HeadDim);
-            Array.Fill(v, nan, (b * s.KeyLength + lk) * s.KvHeads * s.HeadDim, (s.KeyLength - lk) * s.KvHeads * s.HeadDim);
-        }
+        var (q, k, v) = inputs.WithPoisonedPadding(options.Mask);
         using var dq = Upload(q, s.Batch, s.QueryLength, s.Heads, s.HeadDim);
         using var dk = Upload(k, s.Batch, s.KeyLength, s.KvHeads, s.HeadDim);
         using var dv = Upload(v, s.Batch, s.KeyLength, s.KvHeads, s.HeadDim);

@@ -32,6 +32,27 @@ internal sealed class AttentionInputs<T> where T : unmanaged
     public int[] ProbDims => [Shape.Batch, Shape.Heads, Shape.QueryLength, Shape.KeyLength];
 
     /// <summary>
+    /// Copies of Q, K and V with NaN in every padding row (query rows past <see cref="AttentionMask.QueryLengths"/>,
+    /// key/value rows past <see cref="AttentionMask.KeyLengths"/>), so a kernel that reads padding fails.
+    /// </summary>
+    public (T[] Q, T[] K, T[] V) WithPoisonedPadding(AttentionMask mask)
+    {
+        var s = Shape;
+        T nan = Num.FromFloat<T>(float.NaN);
+        var q = (T[])Q.Clone();
+        var k = (T[])K.Clone();
+        var v = (T[])V.Clone();
+        for (int b = 0; b < s.Batch; b++)
+        {
+            int lq = mask.QueryLengths?[b] ?? s.QueryLength, lk = mask.KeyLengths?[b] ?? s.KeyLength;
+            Array.Fill(q, nan, (b * s.QueryLength + lq) * s.Heads * s.HeadDim, (s.QueryLength - lq) * s.Heads * s.HeadDim);
+            Array.Fill(k, nan, (b * s.KeyLength + lk) * s.KvHeads * s.HeadDim, (s.KeyLength - lk) * s.KvHeads * s.HeadDim);
+            Array.Fill(v, nan, (b * s.KeyLength + lk) * s.KvHeads * s.HeadDim, (s.KeyLength - lk) * s.KvHeads * s.HeadDim);
+        }
+        return (q, k, v);
+    }
+
+    /// <summary>
     /// Runs the engine with every destination pre-filled with NaN (so an element it forgets to write fails).
     /// </summary>
     public EngineResult Run(AttentionOptions options, bool wantLse = true, bool wantProbabilities = false)

@@ -1,5 +1,6 @@
-"""CUDA-event timing shared by the PyTorch GPU peers (torch_gpu_attention.py, torch_gpu_decode.py)."""
+"""What the PyTorch GPU peers (torch_gpu_attention.py, torch_gpu_decode.py) share: CUDA-event timing and the JSON writer."""
 
+import json
 import statistics
 
 
@@ -18,3 +19,10 @@ def time_cuda(torch, fn, warmup, reps):
         end.synchronize()
         times.append(start.elapsed_time(end))
     return statistics.median(times), min(times), max(times), len(times)
+
+
+def write(path, doc):
+    """Writes the peer's results document as indented JSON with a trailing newline."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
