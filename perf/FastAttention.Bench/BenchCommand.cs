@@ -34,11 +34,16 @@ internal static class BenchCommand
 
         if (sections.Contains("sparse"))
         {
-            int seq = o.Scale == RunScale.Smoke ? Sweeps.SmokeSparseSeq : Sweeps.SparseSeq;
-            var (dense, rows) = session.Progress.Section("block-sparse vs dense", 2 + 3 * Sweeps.SparseDensities.Length,
-                log => Sweeps.RunSparse(seq, threads, policy, log));
-            session.Emit(Report.SparseTable(seq, dense, rows));
-            session.Rows.AddRange(Report.SparseRows(seq, dense, rows));
+            // The sparse path's fixed per-call cost grows with S while the kept work grows with S², so
+            // --seq shows the overhead at several lengths.
+            IReadOnlyList<int> seqs = o.Scale == RunScale.Smoke ? [Sweeps.SmokeSparseSeq] : o.Seqs ?? [Sweeps.SparseSeq];
+            foreach (int seq in seqs)
+            {
+                var (dense, rows) = session.Progress.Section($"block-sparse vs dense, S={seq}", 2 + 3 * Sweeps.SparseDensities.Length,
+                    log => Sweeps.RunSparse(seq, threads, policy, log));
+                session.Emit(Report.SparseTable(seq, dense, rows));
+                session.Rows.AddRange(Report.SparseRows(seq, dense, rows));
+            }
         }
 
         if (sections.Contains("sgemm"))
