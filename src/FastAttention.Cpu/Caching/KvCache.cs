@@ -36,8 +36,8 @@ public sealed class KvCache<T> where T : unmanaged
                 $"{batch} x {maxSequenceLength} x {kvHeads} x {headDim} = {elements} elements exceed {Array.MaxLength}.");
         }
         (Batch, MaxSequenceLength, KvHeads, HeadDim) = (batch, maxSequenceLength, kvHeads, headDim);
-        _keys = new T[elements];
-        _values = new T[elements];
+        _keys = CachePool.Allocate<T>((int)elements);
+        _values = CachePool.Allocate<T>((int)elements);
         _lengths = new int[batch];
     }
 

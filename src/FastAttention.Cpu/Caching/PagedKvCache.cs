@@ -33,8 +33,8 @@ public sealed class PagedKvCache<T> where T : unmanaged
                 $"{pageCount} x {pageSize} x {kvHeads} x {headDim} = {elements} elements exceed {Array.MaxLength}.");
         }
         (KvHeads, HeadDim) = (kvHeads, headDim);
-        _keys = new T[elements];
-        _values = new T[elements];
+        _keys = CachePool.Allocate<T>((int)elements);
+        _values = CachePool.Allocate<T>((int)elements);
     }
 
     /// <summary>Page bookkeeping: block tables, reference counts, free pages.</summary>
