@@ -58,7 +58,7 @@ internal static class DecodeSweeps
                 rows.Add(Measure("contiguous", context, bytes, policy, threads,
                     () => CpuAttention.Decode<float>(new ReadOnlyTensorSpan<float>(query, [Batch, 1, Heads, HeadDim], default), cache,
                         new TensorSpan<float>(output, [Batch, 1, Heads, HeadDim], default), options),
-                    () => (cache.KeyStorage.ToArray(), cache.ValueStorage.ToArray())));
+                    (c, chunks) => SumChunk(cache.KeyStorage, cache.ValueStorage, c, chunks)));
             }
             GC.Collect();
             {
@@ -73,26 +73,32 @@ internal static class DecodeSweeps
                 rows.Add(Measure($"paged ({PageSize})", context, bytes, policy, threads,
                     () => CpuAttention.Decode<float>(new ReadOnlyTensorSpan<float>(query, [Batch, 1, Heads, HeadDim], default), cache, ids,
                         new TensorSpan<float>(output, [Batch, 1, Heads, HeadDim], default), options),
-                    () => (cache.KeyStorage.ToArray(), cache.ValueStorage.ToArray())));
+                    (c, chunks) => SumChunk(cache.KeyStorage, cache.ValueStorage, c, chunks)));
             }
             GC.Collect();
         }
         return rows;
     }
 
-    private static DecodeRow Measure(string name, int context, long bytes, RunPolicy policy, int threads, Action decode, Func<(float[] K, float[] V)> storage)
+    /// <summary>Sum of chunk <paramref name="c"/> of <paramref name="chunks"/>: the first half of the chunks cover the keys, the second the values.</summary>
+    private static float SumChunk(Span<float> keys, Span<float> values, int c, int chunks)
     {
-        var (keys, values) = storage();   // a copy of the same bytes, read by the plain-read peer
+        Span<float> source = c < chunks / 2 ? keys : values;
+        int length = source.Length / (chunks / 2), start = c % (chunks / 2) * length;
+        return TensorPrimitives.Sum(source.Slice(start, length));
+    }
+
+    /// <summary>
+    /// Times <paramref name="decode"/> against a plain parallel read (sum) of the cache's own K/V pools,
+    /// so both read the same pages (the pools are huge-page backed where the OS allows, a copy would not be).
+    /// </summary>
+    private static DecodeRow Measure(string name, int context, long bytes, RunPolicy policy, int threads, Action decode, Func<int, int, float> sumChunk)
+    {
         var sink = new float[64];
         void Read()
         {
             const int chunks = 32;
-            Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, c =>
-            {
-                float[] source = c < chunks / 2 ? keys : values;
-                int length = source.Length / (chunks / 2), start = c % (chunks / 2) * length;
-                sink[c] = TensorPrimitives.Sum(source.AsSpan(start, length));
-            });
+            Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, c => sink[c] = sumChunk(c, chunks));
         }
         for (int i = 0; i < policy.WarmUps; i++) { decode(); Read(); }
         var decodeMs = new List<double>();

@@ -83,7 +83,9 @@ internal static class Peak
 
     private static double MeasureDram(int threads, int reps, long floats)
     {
-        float[] data = GC.AllocateUninitializedArray<float>((int)floats);
+        // Backed like the KV-cache pools (huge pages where the OS allows), so decode is compared with
+        // the best read of the same kind of memory, not with 4 KiB pages it no longer uses.
+        float[] data = FastAttention.Cpu.Caching.CachePool.Allocate<float>((int)floats);
         long chunk = (floats + threads - 1) / threads;
         // Touch every page from the threads that will read it (first-touch placement), with values
         // that keep the sum finite.

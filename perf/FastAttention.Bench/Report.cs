@@ -38,7 +38,7 @@ internal static class Report
             .Cols("Ceiling", ">Value", "How")
             .Row("fp32 FMA, Vector256 (AVX2/FMA)", $"{Num(p.Avx2GFlops, "F1")} GFLOP/s", $"12 independent FMA chains per thread, {p.Threads} thread(s), best of runs")
             .Row("fp32 FMA, Vector512 (AVX-512)", $"{Num(p.Avx512GFlops, "F1")} GFLOP/s", "same, 512-bit vectors")
-            .Row("DRAM read", $"{Num(p.DramGBs, "F1")} GB/s", $"sum over a large float array, {p.Threads} thread(s), best of runs");
+            .Row("DRAM read", $"{Num(p.DramGBs, "F1")} GB/s", $"sum over a large float array (huge pages where the OS allows, like the KV caches), {p.Threads} thread(s), best of runs");
 
     public static IEnumerable<ResultRow> PeakRows(PeakResult p)
     {
@@ -141,7 +141,7 @@ internal static class Report
     public static ReportTable DecodeTable(IReadOnlyList<DecodeRow> rows, PeakResult p)
     {
         var t = new ReportTable($"Decode over KV caches (fp32, B = {DecodeSweeps.Batch}, H = Hkv = {DecodeSweeps.Heads}, D = {DecodeSweeps.HeadDim}, one new token)")
-            .Note("Each decode run is followed by a plain parallel read (sum) of the same K/V bytes; \"% of read\" is the ratio of the two medians; " +
+            .Note("Each decode run is followed by a plain parallel read (sum) of the same K/V bytes in the cache's own pools; \"% of read\" is the ratio of the two medians; " +
                   "\"% DRAM peak\" compares the decode with the measured DRAM read bandwidth above.")
             .Cols("cache", ">context", ">K+V MB", ">decode ms", ">decode GB/s", ">plain read GB/s", ">% of read", ">% DRAM peak");
         foreach (var r in rows)
