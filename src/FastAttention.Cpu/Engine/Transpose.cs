@@ -72,6 +72,35 @@ internal static unsafe class Transpose
         Store(Avx512F.Shuffle4x128(v7, v15, 0xDD), dst, scale, 15);
     }
 
+    /// <summary>
+    /// The 16 horizontal sums of 16 vectors as one vector (element r = sum of a_r's 16 elements), by a
+    /// transpose-and-add tree: pairs of rows, then quads within 128-bit lanes, then across lanes.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> SumEach16(
+        Vector512<float> a0, Vector512<float> a1, Vector512<float> a2, Vector512<float> a3,
+        Vector512<float> a4, Vector512<float> a5, Vector512<float> a6, Vector512<float> a7,
+        Vector512<float> a8, Vector512<float> a9, Vector512<float> a10, Vector512<float> a11,
+        Vector512<float> a12, Vector512<float> a13, Vector512<float> a14, Vector512<float> a15)
+    {
+        // Per 128-bit lane: [r0 02, r1 02, r0 13, r1 13] partial sums of a row pair.
+        Vector512<float> b0 = Avx512F.UnpackLow(a0, a1) + Avx512F.UnpackHigh(a0, a1);
+        Vector512<float> b1 = Avx512F.UnpackLow(a2, a3) + Avx512F.UnpackHigh(a2, a3);
+        Vector512<float> b2 = Avx512F.UnpackLow(a4, a5) + Avx512F.UnpackHigh(a4, a5);
+        Vector512<float> b3 = Avx512F.UnpackLow(a6, a7) + Avx512F.UnpackHigh(a6, a7);
+        Vector512<float> b4 = Avx512F.UnpackLow(a8, a9) + Avx512F.UnpackHigh(a8, a9);
+        Vector512<float> b5 = Avx512F.UnpackLow(a10, a11) + Avx512F.UnpackHigh(a10, a11);
+        Vector512<float> b6 = Avx512F.UnpackLow(a12, a13) + Avx512F.UnpackHigh(a12, a13);
+        Vector512<float> b7 = Avx512F.UnpackLow(a14, a15) + Avx512F.UnpackHigh(a14, a15);
+        // Per 128-bit lane: the lane's sum for 4 consecutive rows.
+        Vector512<float> c0 = Lo64(b0, b1) + Hi64(b0, b1), c1 = Lo64(b2, b3) + Hi64(b2, b3);
+        Vector512<float> c2 = Lo64(b4, b5) + Hi64(b4, b5), c3 = Lo64(b6, b7) + Hi64(b6, b7);
+        // Across lanes: [c0 l0+l1, c0 l2+l3, c1 l0+l1, c1 l2+l3], then the final pairs.
+        Vector512<float> d0 = Avx512F.Shuffle4x128(c0, c1, 0x88) + Avx512F.Shuffle4x128(c0, c1, 0xDD);
+        Vector512<float> d1 = Avx512F.Shuffle4x128(c2, c3, 0x88) + Avx512F.Shuffle4x128(c2, c3, 0xDD);
+        return Avx512F.Shuffle4x128(d0, d1, 0x88) + Avx512F.Shuffle4x128(d0, d1, 0xDD);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Lo64(Vector512<float> a, Vector512<float> b) =>
         Avx512F.UnpackLow(a.AsDouble(), b.AsDouble()).AsSingle();
