@@ -85,7 +85,7 @@ internal static class DecodeSweeps
     {
         Span<float> source = c < chunks / 2 ? keys : values;
         int length = source.Length / (chunks / 2), start = c % (chunks / 2) * length;
-        return TensorPrimitives.Sum(source.Slice(start, length));
+        return Peak.Sum(source.Slice(start, length));
     }
 
     /// <summary>
