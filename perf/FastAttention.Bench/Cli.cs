@@ -216,7 +216,7 @@ internal static class Cli
         public readonly Option<string?> Json = new("--json") { Description = "Also write the results as JSON to FILE (schema in perf/README.md).", HelpName = "FILE" };
         public readonly Option<string?> Csv = new("--csv") { Description = "Also write the result rows as CSV to FILE (same fields as the JSON rows).", HelpName = "FILE" };
         public readonly Option<string?> Out = new("--out") { Description = "Also write the markdown report to FILE.", HelpName = "FILE" };
-        public readonly Option<string?> Seq = new("--seq") { Description = "Sequence lengths (S = Sq = Sk), comma-separated, replacing the defaults of the dense and memory sections and of compare's prefill shapes.", HelpName = "LIST" };
+        public readonly Option<string?> Seq = new("--seq") { Description = "Sequence lengths (S = Sq = Sk), comma-separated, replacing the defaults of the dense, memory and block-sparse sections and of compare's prefill shapes (ignored by --smoke runs of the block-sparse section).", HelpName = "LIST" };
         public readonly Option<string?> HeadDim = new("--head-dim") { Description = "Head dimensions, comma-separated (1..512), replacing the defaults of the dense section and of compare's prefill shapes.", HelpName = "LIST" };
 
         public CommonOptions(Command command)

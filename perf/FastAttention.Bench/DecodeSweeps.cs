@@ -80,10 +80,14 @@ internal static class DecodeSweeps
         return rows;
     }
 
-    /// <summary>Sum of chunk <paramref name="c"/> of <paramref name="chunks"/>: the first half of the chunks cover the keys, the second the values.</summary>
-    private static float SumChunk(Span<float> keys, Span<float> values, int c, int chunks)
+    /// <summary>
+    /// Sum of chunk <paramref name="c"/> of <paramref name="chunks"/>: the first half of the chunks cover the keys, the
+    /// second the values. The pools here hold exactly the timed context (B·ctx·H·D floats, a multiple of chunks / 2),
+    /// so the chunks cover every byte counted in the row's bandwidth.
+    /// </summary>
+    private static float SumChunk(ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int c, int chunks)
     {
-        Span<float> source = c < chunks / 2 ? keys : values;
+        ReadOnlySpan<float> source = c < chunks / 2 ? keys : values;
         int length = source.Length / (chunks / 2), start = c % (chunks / 2) * length;
         return Peak.Sum(source.Slice(start, length));
     }

@@ -57,6 +57,11 @@ public sealed class DecodeParityTests
         new("bf16", [640], 16, 2, 32, 16, true, -1, -1, 16),
         new("bf16", [3000, 129], 8, 1, 128, 2, false, 200, 10, 64),
         new("bf16", [257, 1000], 4, 4, 256, 5, true, 50, 0, 256, Parallelism: 16),
+        // One query column (H = Hkv, q = 1): the 16-keys-at-a-time scoring with its remainder, and D not a multiple of 16.
+        new("f32", [1500, 17, 16, 33], 4, 4, 128, 1, false, 100, -1, 16),
+        new("f32", [2049, 15], 2, 2, 256, 1, true, -1, -1, 64),
+        new("f32", [300, 1000, 31], 2, 2, 80, 1, false, -1, -1, 8),
+        new("f32", [300, 47], 2, 2, 40, 1, false, -1, -1, 8),
     ];
 
     private static IEnumerable<TestCaseData> Source() =>
