@@ -37,14 +37,18 @@ internal sealed record SgemmRow(SgemmCase Case, Measurement Time)
     public double BGBs => 4.0 * Case.K * Case.N / (Time.MedianMs * 1e-3) / 1e9;
 }
 
-/// <summary>One measured block-sparse row.</summary>
-internal sealed record SparseRow(string Pattern, string Parameters, double TargetDensity, double Density, Measurement Time, double DenseMs)
+/// <summary>
+/// One measured block-sparse row: the layout timed in alternating blocks with dense attention on the same inputs.
+/// <paramref name="Ratio"/> is the median over rounds of (layout block median ÷ dense block median), so drift in
+/// the machine's load between rows does not move the row's speedup or overhead.
+/// </summary>
+internal sealed record SparseRow(string Pattern, string Parameters, double TargetDensity, double Density, Measurement Time, Measurement Dense, double Ratio)
 {
-    /// <summary>Dense time / this time.</summary>
-    public double Speedup => DenseMs / Time.MedianMs;
+    /// <summary>Dense time / this time, from the same rounds.</summary>
+    public double Speedup => 1 / Ratio;
 
-    /// <summary>time / (density · dense time) − 1: cost beyond the skipped work (0 = perfectly proportional).</summary>
-    public double Overhead => Time.MedianMs / (Density * DenseMs) - 1;
+    /// <summary>time / (density · dense time) − 1 from the same rounds: cost beyond the skipped work (0 = perfectly proportional).</summary>
+    public double Overhead => Ratio / Density - 1;
 }
 
 /// <summary>The sweeps: which shapes the quick and full runs time, and how.</summary>
@@ -170,8 +174,8 @@ internal static class Sweeps
     }
 
     /// <summary>
-    /// Times dense attention at S = 4096, D = 64 (non-causal), the same through a fully kept block
-    /// mask, then Local, Strided and Random layouts at each target density.
+    /// Times dense attention at S (non-causal, D = 64), then the same through a fully kept block mask and
+    /// Local, Strided and Random layouts at each target density, each in alternating blocks with dense.
     /// </summary>
     public static (Measurement Dense, List<SparseRow> Rows) RunSparse(int seq, int threads, RunPolicy policy, Action<string> log)
     {
@@ -197,8 +201,8 @@ internal static class Sweeps
         foreach (var (pattern, parameters, target, mask) in layouts)
         {
             var options = new AttentionOptions { Mask = new AttentionMask { BlockMask = mask }, MaxDegreeOfParallelism = threads };
-            var m = Runner.Measure(() => inputs.Forward(options), policy);
-            var row = new SparseRow(pattern, parameters, target, mask.Density, m, dense.MedianMs);
+            var (denseAlongside, m, ratio) = Runner.MeasureAlternating(() => inputs.Forward(denseOptions), () => inputs.Forward(options), policy);
+            var row = new SparseRow(pattern, parameters, target, mask.Density, m, denseAlongside, ratio);
             log($"{pattern} {parameters}: density {mask.Density:F3}, {m.MedianMs:F2} ms, speedup {row.Speedup:F2}x");
             rows.Add(row);
         }

@@ -42,9 +42,10 @@ public sealed class AccountingTests
         var decode = new DecodeRow("contiguous", 1024, 67_108_864, new Measurement(4, 4, 4, 1), new Measurement(2, 2, 2, 1));
         Assert.That(decode.DecodeGBs, Is.EqualTo(16.777216).Within(1e-12));
         Assert.That(decode.Fraction, Is.EqualTo(0.5));
-        var sparse = new SparseRow("Local", "w", 0.25, 0.25, new Measurement(30, 30, 30, 1), DenseMs: 100);
-        Assert.That(sparse.Speedup, Is.EqualTo(100.0 / 30));
-        Assert.That(sparse.Overhead, Is.EqualTo(30 / 25.0 - 1).Within(1e-12));
+        // The row's figures come from the per-round ratio, not from the two medians (here 30/100 vs 0.32).
+        var sparse = new SparseRow("Local", "w", 0.25, 0.25, new Measurement(30, 30, 30, 1), new Measurement(100, 100, 100, 1), Ratio: 0.32);
+        Assert.That(sparse.Speedup, Is.EqualTo(1 / 0.32).Within(1e-12));
+        Assert.That(sparse.Overhead, Is.EqualTo(0.32 / 0.25 - 1).Within(1e-12));
     }
 
     [Test]
