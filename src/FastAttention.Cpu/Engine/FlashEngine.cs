@@ -483,6 +483,9 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
         }
     }
 
+    /// <summary>Headroom of the lazy rescale in log2 units: probabilities within a tile may reach 2^8 before the max moves.</summary>
+    private const float LazyRescaleLog2 = 8f;
+
     /// <summary>
     /// Online softmax in base 2 over one raw Sᵀ tile (logit = <paramref name="factor"/>·S, factor &gt; 0).
     /// The running max is kept in raw score units; P = 2^((S - max)·factor). Updates the running max /
@@ -499,6 +502,12 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
             max0 = TOps.Max(max0, TOps.Load(st + j * m));
             max1 = TOps.Max(max1, TOps.Load(st + j * m + w));
         }
+        // Lazy rescaling: a column keeps its running max unless the tile raises it by more than 2^LazyRescaleLog2
+        // in probability, so P stays <= 2^LazyRescaleLog2 (exact: O and the sum share the max) and most tiles
+        // skip rescaling O. The first finite score always sets the max (-inf + slack = -inf).
+        TV slack = TOps.Broadcast(MathF.Min(LazyRescaleLog2 / factor, 1e30f));
+        max0 = TOps.RaiseAbove(old0, max0, slack);
+        max1 = TOps.RaiseAbove(old1, max1, slack);
         TV f = TOps.Broadcast(factor);
         // A column that has seen only masked keys keeps max = -inf; use 0 so 2^(-inf) = 0, not NaN.
         TV use0 = TOps.NegInfToZero(max0), use1 = TOps.NegInfToZero(max1);

@@ -39,6 +39,8 @@ internal unsafe interface IVecOps<TV> where TV : struct
     static abstract TV KeepInRange(TV v, TV x, TV lo, TV hi);
     /// <summary>Lane-wise <c>x == -inf ? 0 : x</c>.</summary>
     static abstract TV NegInfToZero(TV x);
+    /// <summary>Lane-wise <c>candidate &gt; old + slack ? candidate : old</c>.</summary>
+    static abstract TV RaiseAbove(TV old, TV candidate, TV slack);
     static abstract bool AllEqual(TV a, TV b);
     static abstract float Sum(TV a);
 }
@@ -77,6 +79,9 @@ internal unsafe struct V512 : IVecOps<Vector512<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> NegInfToZero(Vector512<float> x) =>
         Vector512.ConditionalSelect(Vector512.Equals(x, Vector512.Create(float.NegativeInfinity)), Vector512<float>.Zero, x);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> RaiseAbove(Vector512<float> old, Vector512<float> candidate, Vector512<float> slack) =>
+        Vector512.ConditionalSelect(Vector512.GreaterThan(candidate, old + slack), candidate, old);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static bool AllEqual(Vector512<float> a, Vector512<float> b) => Vector512.EqualsAll(a, b);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector512<float> a) => Vector512.Sum(a);
 }
@@ -115,6 +120,9 @@ internal unsafe struct V256 : IVecOps<Vector256<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> NegInfToZero(Vector256<float> x) =>
         Vector256.ConditionalSelect(Vector256.Equals(x, Vector256.Create(float.NegativeInfinity)), Vector256<float>.Zero, x);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> RaiseAbove(Vector256<float> old, Vector256<float> candidate, Vector256<float> slack) =>
+        Vector256.ConditionalSelect(Vector256.GreaterThan(candidate, old + slack), candidate, old);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static bool AllEqual(Vector256<float> a, Vector256<float> b) => Vector256.EqualsAll(a, b);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector256<float> a) => Vector256.Sum(a);
 }
@@ -153,6 +161,9 @@ internal unsafe struct V128 : IVecOps<Vector128<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<float> NegInfToZero(Vector128<float> x) =>
         Vector128.ConditionalSelect(Vector128.Equals(x, Vector128.Create(float.NegativeInfinity)), Vector128<float>.Zero, x);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> RaiseAbove(Vector128<float> old, Vector128<float> candidate, Vector128<float> slack) =>
+        Vector128.ConditionalSelect(Vector128.GreaterThan(candidate, old + slack), candidate, old);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static bool AllEqual(Vector128<float> a, Vector128<float> b) => Vector128.EqualsAll(a, b);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector128<float> a) => Vector128.Sum(a);
 }
