@@ -74,11 +74,14 @@ internal static unsafe class FlashEngine
     }
 
     /// <summary>
-    /// fp32 K/V with a unit head-dim stride are read in place when each KV head has a single query tile
-    /// (decode-like calls: every K/V row is read once, so a copy would only double the traffic).
+    /// fp32 K/V with a unit head-dim stride are read in place when a head's rows are already contiguous
+    /// (row stride D, e.g. a <c>[B, H, S, D]</c> view or a single KV head: the copy would have the same
+    /// layout), or when each KV head has a single query tile (decode-like calls: every K/V row is read
+    /// once, so a copy would only double the traffic).
     /// </summary>
     private static bool ReadInPlace<T>(ReadOnlySpan<nint> strides, AttentionShape s, int tileColumns) =>
-        typeof(T) == typeof(float) && strides[3] == 1 && (long)s.QueryLength * s.GroupSize <= tileColumns;
+        typeof(T) == typeof(float) && strides[3] == 1 &&
+        (strides[1] == s.HeadDim || (long)s.QueryLength * s.GroupSize <= tileColumns);
 
     /// <summary>
     /// Copies K or V once per call into a pooled fp32 buffer <c>[B, Hkv, Sk, D]</c>, so the micro-kernel
