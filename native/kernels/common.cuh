@@ -167,4 +167,51 @@ FA_DEVICE void fa_mma_m16n8k16(float (&acc)[4], const fa_u32 (&a)[4], const fa_u
 #error "FA_DTYPE must be 0 (fp32), 1 (fp16) or 2 (bf16)"
 #endif
 #define FA_NAME(base) FA_CAT(base, FA_DTYPE_SUFFIX)
+
+// The packed launch parameters of the attention forward kernels (attention_fwd.cu and attention_fwd_simt.cu), declared
+// once here so both read the same struct; mirrored field by field by src/FastAttention/Gpu/AttentionForwardParams.cs
+// (a test compiles both forward sources to PTX with -DFA_LAYOUT_CHECK and compares the offsets below with the C#
+// struct's). All strides are in elements; every pointer but q/k/v/o may be null. Other programs ignore it.
+struct fa_fwd_params
+{
+    const fa_elem* q;           // [B, Sq, H, D]
+    const fa_elem* k;           // [B, Sk, Hkv, D]
+    const fa_elem* v;           // [B, Sk, Hkv, D]
+    fa_elem* o;                 // [B, Sq, H, D]
+    float* lse;                 // [B, H, Sq] natural log, or null
+    const int* key_lengths;     // [B] valid keys per sequence, or null (all Sk)
+    const int* query_lengths;   // [B] valid queries per sequence, or null (all Sq)
+    const int* tile_offsets;    // [mask_heads * m_tiles + 1] CSR row starts into tile_entries, or null (no layout)
+    const int* tile_entries;    // (key tile << 1) | partial, ascending per row; tuned kernel only
+    const int* block_keep;      // [mask_heads, mask_q_blocks, mask_k_blocks] 0/1, or null (no layout)
+    fa_i64 q_sb, q_ss, q_sh, q_sd;
+    fa_i64 k_sb, k_ss, k_sh, k_sd;
+    fa_i64 v_sb, v_ss, v_sh, v_sd;
+    fa_i64 o_sb, o_ss, o_sh, o_sd;
+    fa_i64 lse_sb, lse_sh, lse_ss;
+    int batch, seq_q, seq_k, heads, kv_heads, head_dim, group;
+    int causal, window_left, window_right;
+    int mask_heads, mask_block_q, mask_block_k, mask_q_blocks, mask_k_blocks;
+    int m_tiles;                // query tiles of the tuned kernel per (b, h) (rows of the tile list per mask head)
+    float q_sign;               // sign of the scale (0 for a zero scale): folded into Q
+    float factor;               // |scale| * log2(e), or 1 for a zero scale
+};
+
+#if defined(FA_LAYOUT_CHECK)
+// Byte offset of every field, in declaration order, then the size: the layout test compiles this to PTX and
+// compares the initializer with the C# struct's offsets.
+#define FA_OFF(f) (fa_u64)&(((fa_fwd_params*)0)->f)
+__device__ fa_u64 fa_fwd_params_layout[] = {
+    FA_OFF(q), FA_OFF(k), FA_OFF(v), FA_OFF(o), FA_OFF(lse), FA_OFF(key_lengths), FA_OFF(query_lengths),
+    FA_OFF(tile_offsets), FA_OFF(tile_entries), FA_OFF(block_keep),
+    FA_OFF(q_sb), FA_OFF(q_ss), FA_OFF(q_sh), FA_OFF(q_sd), FA_OFF(k_sb), FA_OFF(k_ss), FA_OFF(k_sh), FA_OFF(k_sd),
+    FA_OFF(v_sb), FA_OFF(v_ss), FA_OFF(v_sh), FA_OFF(v_sd), FA_OFF(o_sb), FA_OFF(o_ss), FA_OFF(o_sh), FA_OFF(o_sd),
+    FA_OFF(lse_sb), FA_OFF(lse_sh), FA_OFF(lse_ss),
+    FA_OFF(batch), FA_OFF(seq_q), FA_OFF(seq_k), FA_OFF(heads), FA_OFF(kv_heads), FA_OFF(head_dim), FA_OFF(group),
+    FA_OFF(causal), FA_OFF(window_left), FA_OFF(window_right),
+    FA_OFF(mask_heads), FA_OFF(mask_block_q), FA_OFF(mask_block_k), FA_OFF(mask_q_blocks), FA_OFF(mask_k_blocks),
+    FA_OFF(m_tiles), FA_OFF(q_sign), FA_OFF(factor),
+    sizeof(fa_fwd_params),
+};
+#endif
 #endif

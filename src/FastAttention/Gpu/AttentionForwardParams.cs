@@ -1,5 +1,6 @@
-// The packed launch parameters of the attention forward kernels: the C# mirror of fa_fwd_params in
-// native/kernels/attention_fwd.cu and attention_fwd_simt.cu (same fields, same order, same offsets).
+// The packed launch parameters of the attention forward kernels: the C# mirror of fa_fwd_params, declared once in
+// the kernel prelude native/kernels/common.cuh for attention_fwd.cu and attention_fwd_simt.cu (same fields, same
+// order, same offsets).
 using System.Runtime.InteropServices;
 
 namespace FastAttention.Gpu;

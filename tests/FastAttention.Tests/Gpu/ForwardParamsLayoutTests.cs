@@ -1,6 +1,7 @@
-// The C# mirror of fa_fwd_params must have the C struct's layout: every kernel source that defines the struct is
-// compiled to PTX (NVRTC, no GPU) with -DFA_LAYOUT_CHECK, which emits a table of the C offsets and the size as the
-// initializer of a global; the test reads it back from the PTX and compares it with Marshal.OffsetOf.
+// The C# mirror of fa_fwd_params must have the C struct's layout: each forward kernel source (the struct itself is in
+// the prelude, common.cuh) is compiled to PTX (NVRTC, no GPU) with -DFA_LAYOUT_CHECK, which emits a table of the C
+// offsets and the size as the initializer of a global; the test reads it back from the PTX and compares it with
+// Marshal.OffsetOf.
 using System.Globalization;
 using System.Text.RegularExpressions;
 using FastAttention.Compilation;
