@@ -1,5 +1,6 @@
 // Contiguous KV cache for incremental decoding: [B, maxSeq, Hkv, D] keys and values on the CPU.
 using System.Numerics.Tensors;
+using FastAttention.Caching;
 using FastAttention.Cpu.Engine;
 
 namespace FastAttention.Cpu.Caching;
@@ -17,7 +18,7 @@ namespace FastAttention.Cpu.Caching;
 public sealed class KvCache<T> where T : unmanaged
 {
     private readonly T[] _keys, _values;
-    private readonly int[] _lengths;
+    private readonly SequenceLengths _lengths;
 
     /// <summary>Creates an empty cache.</summary>
     /// <exception cref="ArgumentException"><typeparamref name="T"/> is not supported.</exception>
@@ -38,7 +39,7 @@ public sealed class KvCache<T> where T : unmanaged
         (Batch, MaxSequenceLength, KvHeads, HeadDim) = (batch, maxSequenceLength, kvHeads, headDim);
         _keys = CachePool.Allocate<T>((int)elements);
         _values = CachePool.Allocate<T>((int)elements);
-        _lengths = new int[batch];
+        _lengths = new SequenceLengths(batch, maxSequenceLength);
     }
 
     /// <summary>Sequences (B).</summary>
@@ -50,7 +51,7 @@ public sealed class KvCache<T> where T : unmanaged
     /// <summary>Features per head (D).</summary>
     public int HeadDim { get; }
     /// <summary>Tokens stored per sequence, <c>[B]</c>.</summary>
-    public ReadOnlySpan<int> Lengths => _lengths;
+    public ReadOnlySpan<int> Lengths => _lengths.Values;
 
     /// <summary>All key slots as a strided <c>[B, maxSeq, Hkv, D]</c> view; slots at or past a sequence's length hold stale data.</summary>
     public ReadOnlyTensorSpan<T> Keys => View(_keys);
@@ -74,7 +75,7 @@ public sealed class KvCache<T> where T : unmanaged
         for (int b = 0; b < Batch; b++)
         {
             for (int t = 0; t < n; t++) CopyToken(key, value, [b, t], b, _lengths[b] + t);
-            _lengths[b] += n;
+            _lengths.Advance(b, n);
         }
     }
 
@@ -86,36 +87,24 @@ public sealed class KvCache<T> where T : unmanaged
     /// <exception cref="ArgumentException">Wrong shapes, or the sequence would pass <see cref="MaxSequenceLength"/>; nothing is written.</exception>
     public void Append(int sequence, ReadOnlyTensorSpan<T> key, ReadOnlyTensorSpan<T> value)
     {
-        RequireSequence(sequence);
+        _lengths.RequireSequence(sequence);
         CacheInputs.RequireTokens(key, value, [-1, KvHeads, HeadDim], "[n, Hkv, D]");
         int n = (int)key.Lengths[0];
-        RequireRoom(sequence, n, nameof(key));
+        _lengths.RequireRoom(sequence, n, nameof(key));
         for (int t = 0; t < n; t++) CopyToken(key, value, [t], sequence, _lengths[sequence] + t);
-        _lengths[sequence] += n;
+        _lengths.Advance(sequence, n);
     }
 
     /// <summary>Empties every sequence.</summary>
-    public void Reset() => Array.Clear(_lengths);
+    public void Reset() => _lengths.Reset();
 
     /// <summary>Empties one sequence.</summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="sequence"/> is outside [0, B).</exception>
-    public void Reset(int sequence)
-    {
-        RequireSequence(sequence);
-        _lengths[sequence] = 0;
-    }
+    public void Reset(int sequence) => _lengths.Reset(sequence);
 
     /// <summary>Keeps the first <paramref name="length"/> tokens of a sequence.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The sequence is outside [0, B), or <paramref name="length"/> is outside [0, current length].</exception>
-    public void Trim(int sequence, int length)
-    {
-        RequireSequence(sequence);
-        if ((uint)length > (uint)_lengths[sequence])
-        {
-            throw new ArgumentOutOfRangeException(nameof(length), length, $"length must be in [0, {_lengths[sequence]}] for sequence {sequence}.");
-        }
-        _lengths[sequence] = length;
-    }
+    public void Trim(int sequence, int length) => _lengths.Trim(sequence, length);
 
     /// <summary>Where decode reads one (sequence, KV head): row 0 and the distance between rows, in elements.</summary>
     internal (int Offset, int HeadStride) Rows(int sequence, int kvHead) =>
@@ -132,28 +121,7 @@ public sealed class KvCache<T> where T : unmanaged
     }
 
     /// <summary>Throws unless every sequence has room for <paramref name="tokens"/> more (checked before any work by the module too).</summary>
-    internal void RequireRoom(int tokens, string paramName)
-    {
-        for (int b = 0; b < Batch; b++) RequireRoom(b, tokens, paramName);
-    }
-
-    private void RequireRoom(int sequence, int tokens, string paramName)
-    {
-        if ((long)_lengths[sequence] + tokens > MaxSequenceLength)
-        {
-            throw new ArgumentException(
-                $"Appending {tokens} tokens to sequence {sequence} (length {_lengths[sequence]}) exceeds the capacity of {MaxSequenceLength}. Nothing was appended.",
-                paramName);
-        }
-    }
-
-    private void RequireSequence(int sequence)
-    {
-        if ((uint)sequence >= (uint)Batch)
-        {
-            throw new ArgumentOutOfRangeException(nameof(sequence), sequence, $"sequence must be in [0, {Batch}).");
-        }
-    }
+    internal void RequireRoom(int tokens, string paramName) => _lengths.RequireRoomAll(tokens, paramName);
 }
 
 /// <summary>Shape checks and element copies shared by the caches.</summary>

@@ -1,5 +1,6 @@
 // Contiguous KV cache in device memory, [B, Hkv, S, D] as the CPU KvCache, served by the paged kernels through a
 // fixed block table of consecutive pages.
+using FastAttention.Caching;
 using FastAttention.Compilation;
 using FastAttention.Runtime;
 
@@ -18,7 +19,7 @@ public sealed class CudaKvCache<T> : IDisposable where T : unmanaged
     /// <summary>Slots per page of the fixed block table.</summary>
     public const int PageSize = 64;
 
-    private readonly int[] _lengths;
+    private readonly SequenceLengths _lengths;
     private readonly DeviceBuffer<int> _tables;
     private CudaStream? _defaultStream;
 
@@ -53,7 +54,7 @@ public sealed class CudaKvCache<T> : IDisposable where T : unmanaged
         (Batch, MaxSequenceLength) = (batch, maxSequenceLength);
         TableStride = (int)pagesPerSequence;
         Capacity = (int)Math.Min(int.MaxValue, pagesPerSequence * PageSize);
-        _lengths = new int[batch];
+        _lengths = new SequenceLengths(batch, maxSequenceLength);
         var table = new int[batch * pagesPerSequence];
         for (int b = 0; b < batch; b++)
         {
@@ -82,7 +83,7 @@ public sealed class CudaKvCache<T> : IDisposable where T : unmanaged
     /// <summary>The context that owns the storage.</summary>
     public CudaContext Context => Store.Context;
     /// <summary>Tokens stored per sequence.</summary>
-    public ReadOnlySpan<int> Lengths => _lengths;
+    public ReadOnlySpan<int> Lengths => _lengths.Values;
     /// <summary>Slots per sequence in storage (S): <see cref="MaxSequenceLength"/> rounded up to whole pages.</summary>
     public int Capacity { get; }
     /// <summary>Key storage, <c>[B, Hkv, S, D]</c> flat with S = <see cref="Capacity"/>.</summary>
@@ -106,7 +107,7 @@ public sealed class CudaKvCache<T> : IDisposable where T : unmanaged
     {
         var src = TokenSource.Require(key, value, Context, [Batch, -1, KvHeads, HeadDim], "[B, n, Hkv, D]");
         int n = (int)key.Lengths[1];
-        for (int b = 0; b < Batch; b++) RequireRoom(b, n);
+        RequireRoom(n, nameof(key));
         AppendCore(0, Batch, n, key, value, src, ragged: false, stream);
     }
 
@@ -121,35 +122,26 @@ public sealed class CudaKvCache<T> : IDisposable where T : unmanaged
     /// <see cref="MaxSequenceLength"/>; nothing is written.</exception>
     public void Append(int sequence, DeviceTensor<T> key, DeviceTensor<T> value, CudaStream? stream = null)
     {
-        RequireSequence(sequence);
+        _lengths.RequireSequence(sequence);
         var src = TokenSource.Require(key, value, Context, [-1, KvHeads, HeadDim], "[n, Hkv, D]");
         int n = (int)key.Lengths[0];
-        RequireRoom(sequence, n);
+        _lengths.RequireRoom(sequence, n, nameof(key));
         AppendCore(sequence, 1, n, key, value, src, ragged: true, stream);
     }
 
     /// <summary>Empties every sequence.</summary>
-    public void Reset() => Array.Clear(_lengths);
+    public void Reset() => _lengths.Reset();
 
     /// <summary>Empties one sequence.</summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="sequence"/> is outside [0, B).</exception>
-    public void Reset(int sequence)
-    {
-        RequireSequence(sequence);
-        _lengths[sequence] = 0;
-    }
+    public void Reset(int sequence) => _lengths.Reset(sequence);
 
     /// <summary>Keeps the first <paramref name="length"/> tokens of a sequence.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The sequence is outside [0, B), or <paramref name="length"/> is outside [0, current length].</exception>
-    public void Trim(int sequence, int length)
-    {
-        RequireSequence(sequence);
-        if ((uint)length > (uint)_lengths[sequence])
-        {
-            throw new ArgumentOutOfRangeException(nameof(length), length, $"length must be in [0, {_lengths[sequence]}] for sequence {sequence}.");
-        }
-        _lengths[sequence] = length;
-    }
+    public void Trim(int sequence, int length) => _lengths.Trim(sequence, length);
+
+    /// <summary>Throws unless every sequence has room for <paramref name="tokens"/> more (checked before any work by the module too).</summary>
+    internal void RequireRoom(int tokens, string paramName) => _lengths.RequireRoomAll(tokens, paramName);
 
     /// <summary>Frees the storage and the kernels' modules. Work queued on them must have finished.</summary>
     public void Dispose()
@@ -165,29 +157,12 @@ public sealed class CudaKvCache<T> : IDisposable where T : unmanaged
         Context.RequireSame(stream.Context, nameof(stream));
         if (n == 0) return;
         int ints = ContiguousAppendStaging.Ints(count);
-        ContiguousAppendStaging.Pack(_lengths.AsSpan(first, count), n, Store.Staging.Begin(ints, stream));
+        ContiguousAppendStaging.Pack(_lengths.Values.Slice(first, count), n, Store.Staging.Begin(ints, stream));
         nint device = Store.Staging.Upload(ints, stream);
         var (p, config) = KvAppendLaunch.Append(Store.Geometry, Store.Keys.DevicePointer, Store.Values.DevicePointer, key.DevicePointer, value.DevicePointer,
             src, ragged, count, count * n, Tables + (nint)first * TableStride * sizeof(int), TableStride,
             device, PagedAppendStaging.At(device, ContiguousAppendStaging.PositionsAt(count)));
         Store.Launch(p, config, stream);
-        for (int i = 0; i < count; i++) _lengths[first + i] += n;
-    }
-
-    private void RequireSequence(int sequence)
-    {
-        if ((uint)sequence >= (uint)Batch)
-        {
-            throw new ArgumentOutOfRangeException(nameof(sequence), sequence, $"sequence must be in [0, {Batch}).");
-        }
-    }
-
-    private void RequireRoom(int sequence, int n)
-    {
-        if ((long)_lengths[sequence] + n > MaxSequenceLength)
-        {
-            throw new ArgumentException(
-                $"Appending {n} tokens to sequence {sequence} (length {_lengths[sequence]}) would pass MaxSequenceLength {MaxSequenceLength}. Nothing was written.", "key");
-        }
+        for (int i = 0; i < count; i++) _lengths.Advance(first + i, n);
     }
 }

@@ -237,15 +237,7 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
         ArgumentNullException.ThrowIfNull(cache);
         var plan = PlanIncremental(input, output, cache.Batch, cache.KvHeads, cache.HeadDim, cache.Context, nameof(cache));
         int n = plan.SeqQ;
-        var lengths = cache.Lengths;
-        for (int b = 0; b < lengths.Length; b++)
-        {
-            if ((long)lengths[b] + n > cache.MaxSequenceLength)
-            {
-                throw new ArgumentException(
-                    $"Appending {n} tokens to sequence {b} (length {lengths[b]}) would pass the cache's MaxSequenceLength {cache.MaxSequenceLength}. Nothing was queued.", nameof(cache));
-            }
-        }
+        cache.RequireRoom(n, nameof(cache));
         // Every refusal the decode could make comes before the projections and the append: a refused call leaves the cache as it was.
         DecodeLaunchPlan.RequireLaunchable(plan.Batch, n, Config.Heads, Config.KvHeads, nameof(input));
         var options = Options(0, 0);
