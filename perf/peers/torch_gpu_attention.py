@@ -13,12 +13,10 @@ Timing: CUDA events around each call after warm-ups, median (and min/max) of --r
 count 4*B*H*S^2*D, halved for causal. Needs PyTorch with CUDA; nothing else.
 """
 import argparse
-import datetime
 import sys
 
-from gpu_peer_common import time_cuda, write
+from gpu_peer_common import describe_device, import_torch_cuda, new_doc, time_cuda, write
 
-SCHEMA = "fastattention-gpu-peer/1"
 FIELDS = [
     "section", "case", "impl", "device", "dtype", "batch", "seq_q", "seq_k", "heads", "kv_heads", "head_dim", "causal",
     "params", "density", "median_ms", "min_ms", "max_ms", "runs", "spread", "flops", "gflops", "pct_fma_peak", "bytes",
@@ -87,23 +85,12 @@ def main(argv=None):
             print(c["section"], case_name(c["dtype"], c["head_dim"], c["seq"], c["batch"], c["heads"], c["causal"]))
         return 0
     reps = a.reps or (5 if a.quick else 10)
-    doc = {"schema": SCHEMA, "tool": "perf/peers/torch_gpu_attention.py", "command": " ".join(sys.argv),
-           "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-           "mode": "quick" if a.quick else "full", "device": None, "errors": [], "rows": []}
-    try:
-        import torch
-        import torch.nn.functional as F
-        if not torch.cuda.is_available():
-            raise RuntimeError("torch.cuda.is_available() is False")
-    except Exception as e:  # no torch, or no CUDA: say so in the JSON and fail
-        doc["errors"].append(f"PyTorch with CUDA not available: {e}")
-        write(a.out, doc)
-        print(doc["errors"][0], file=sys.stderr)
+    doc = new_doc("perf/peers/torch_gpu_attention.py", a.quick)
+    imported = import_torch_cuda(doc, a.out)
+    if imported is None:
         return 1
-    props = torch.cuda.get_device_properties(0)
-    doc["device"] = {"name": props.name, "torch": torch.__version__, "cuda": torch.version.cuda,
-                     "cudnn": torch.backends.cudnn.version(), "sm": f"sm_{props.major}{props.minor}"}
-    device_label = f"cuda:0 {props.name}"
+    torch, F = imported
+    device_label = describe_device(torch, doc)
     types = {"fp16": torch.float16, "bf16": torch.bfloat16}
     for c in forward_cases(a.quick):
         name = case_name(c["dtype"], c["head_dim"], c["seq"], c["batch"], c["heads"], c["causal"])

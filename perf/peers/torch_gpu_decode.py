@@ -18,12 +18,10 @@ Unavailable ones get a row with note "not available: <why>". GQA in SDPA uses en
 (2 * B * ctx * Hkv * D * 2) / median time. CUDA-event timing after warm-ups, median of --reps calls.
 """
 import argparse
-import datetime
 import sys
 
-from gpu_peer_common import time_cuda, write
+from gpu_peer_common import describe_device, import_torch_cuda, new_doc, time_cuda, write
 
-SCHEMA = "fastattention-gpu-peer/1"
 FIELDS = [
     "section", "case", "impl", "device", "dtype", "batch", "seq_q", "seq_k", "heads", "kv_heads", "head_dim", "causal",
     "params", "density", "median_ms", "min_ms", "max_ms", "runs", "spread", "flops", "gflops", "pct_fma_peak", "bytes",
@@ -66,22 +64,12 @@ def main(argv=None):
             print("decode", case_name(b, ctx))
         return 0
     reps = a.reps or (5 if a.quick else 10)
-    doc = {"schema": SCHEMA, "tool": "perf/peers/torch_gpu_decode.py", "command": " ".join(sys.argv),
-           "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-           "mode": "quick" if a.quick else "full", "device": None, "errors": [], "rows": []}
-    try:
-        import torch
-        import torch.nn.functional as F
-        if not torch.cuda.is_available():
-            raise RuntimeError("torch.cuda.is_available() is False")
-    except Exception as e:
-        doc["errors"].append(f"PyTorch with CUDA not available: {e}")
-        write(a.out, doc)
-        print(doc["errors"][0], file=sys.stderr)
+    doc = new_doc("perf/peers/torch_gpu_decode.py", a.quick)
+    imported = import_torch_cuda(doc, a.out)
+    if imported is None:
         return 1
-    props = torch.cuda.get_device_properties(0)
-    doc["device"] = {"name": props.name, "torch": torch.__version__, "cuda": torch.version.cuda, "sm": f"sm_{props.major}{props.minor}"}
-    label = f"cuda:0 {props.name}"
+    torch, F = imported
+    label = describe_device(torch, doc)
     gqa_native = "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")
 
     def emit(impl, b, ctx, fn=None, note=None, params=None):
