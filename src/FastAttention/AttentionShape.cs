@@ -26,54 +26,64 @@ public readonly record struct AttentionShape(int Batch, int QueryLength, int Key
     /// no zero-size dimension.
     /// </summary>
     /// <exception cref="ArgumentException">A tensor has the wrong rank or inconsistent sizes (the message names it and the numbers).</exception>
-    public static AttentionShape FromTensors<T>(ReadOnlyTensorSpan<T> query, ReadOnlyTensorSpan<T> key, ReadOnlyTensorSpan<T> value)
+    public static AttentionShape FromTensors<T>(ReadOnlyTensorSpan<T> query, ReadOnlyTensorSpan<T> key, ReadOnlyTensorSpan<T> value) =>
+        FromLengths(query.Lengths, key.Lengths, value.Lengths);
+
+    /// <summary>
+    /// <see cref="FromTensors{T}"/>'s checks and messages on the lengths of Q, K and V alone (also used for device
+    /// tensors by the GPU planner).
+    /// </summary>
+    /// <exception cref="ArgumentException">A tensor has the wrong rank or inconsistent sizes.</exception>
+    internal static AttentionShape FromLengths(ReadOnlySpan<nint> q, ReadOnlySpan<nint> k, ReadOnlySpan<nint> v)
     {
-        RequireRank(query, 4, nameof(query), "[B, Sq, H, D]");
-        RequireRank(key, 4, nameof(key), "[B, Sk, Hkv, D]");
-        RequireRank(value, 4, nameof(value), "[B, Sk, Hkv, D]");
-        var q = query.Lengths;
-        var k = key.Lengths;
-        var v = value.Lengths;
+        RequireRank(q, 4, "query", "[B, Sq, H, D]");
+        RequireRank(k, 4, "key", "[B, Sk, Hkv, D]");
+        RequireRank(v, 4, "value", "[B, Sk, Hkv, D]");
         for (int i = 0; i < 4; i++)
         {
-            RequirePositive(q[i], nameof(query), i);
-            RequirePositive(k[i], nameof(key), i);
-            RequirePositive(v[i], nameof(value), i);
+            RequirePositive(q[i], "query", i);
+            RequirePositive(k[i], "key", i);
+            RequirePositive(v[i], "value", i);
         }
         if (!k.SequenceEqual(v))
         {
-            throw new ArgumentException($"value lengths [{Join(v)}] must equal key lengths [{Join(k)}].", nameof(value));
+            throw new ArgumentException($"value lengths [{Join(v)}] must equal key lengths [{Join(k)}].", "value");
         }
         if (k[0] != q[0])
         {
-            throw new ArgumentException($"key batch {k[0]} must equal query batch {q[0]}.", nameof(key));
+            throw new ArgumentException($"key batch {k[0]} must equal query batch {q[0]}.", "key");
         }
         if (k[3] != q[3])
         {
-            throw new ArgumentException($"key head dim {k[3]} must equal query head dim {q[3]}.", nameof(key));
+            throw new ArgumentException($"key head dim {k[3]} must equal query head dim {q[3]}.", "key");
         }
         if (q[2] % k[2] != 0)
         {
             throw new ArgumentException(
-                $"query heads {q[2]} must be a multiple of key/value heads {k[2]} (GQA/MQA need H % Hkv == 0).", nameof(key));
+                $"query heads {q[2]} must be a multiple of key/value heads {k[2]} (GQA/MQA need H % Hkv == 0).", "key");
         }
-        foreach (nint n in q) RequireInt(n, nameof(query));
-        foreach (nint n in k) RequireInt(n, nameof(key));
+        foreach (nint n in q) RequireInt(n, "query");
+        foreach (nint n in k) RequireInt(n, "key");
         return new AttentionShape((int)q[0], (int)q[1], (int)k[1], (int)q[2], (int)k[2], (int)q[3]);
     }
 
     /// <summary>Checks an output tensor: exact lengths and no overlapping elements from zero strides.</summary>
     /// <exception cref="ArgumentException">Lengths differ from <paramref name="expected"/>, or a stride of 0 on a dimension longer than 1.</exception>
-    public static void RequireDestination<T>(TensorSpan<T> destination, ReadOnlySpan<nint> expected, string paramName, string layout)
+    public static void RequireDestination<T>(TensorSpan<T> destination, ReadOnlySpan<nint> expected, string paramName, string layout) =>
+        RequireDestination(destination.Lengths, destination.Strides, expected, paramName, layout);
+
+    /// <summary><see cref="RequireDestination{T}"/>'s rule on lengths and strides alone (also used for device tensors).</summary>
+    /// <exception cref="ArgumentException">Lengths differ from <paramref name="expected"/>, or a stride of 0 on a dimension longer than 1.</exception>
+    internal static void RequireDestination(ReadOnlySpan<nint> lengths, ReadOnlySpan<nint> strides, ReadOnlySpan<nint> expected, string paramName, string layout)
     {
-        if (destination.Rank != expected.Length || !destination.Lengths.SequenceEqual(expected))
+        if (!lengths.SequenceEqual(expected))
         {
             throw new ArgumentException(
-                $"{paramName} must have lengths [{Join(expected)}] ({layout}), got [{Join(destination.Lengths)}].", paramName);
+                $"{paramName} must have lengths [{Join(expected)}] ({layout}), got [{Join(lengths)}].", paramName);
         }
         for (int i = 0; i < expected.Length; i++)
         {
-            if (destination.Strides[i] == 0 && expected[i] > 1)
+            if (strides[i] == 0 && expected[i] > 1)
             {
                 throw new ArgumentException(
                     $"{paramName} has stride 0 on dimension {i} of length {expected[i]}: outputs must not overlap.", paramName);
@@ -120,11 +130,11 @@ public readonly record struct AttentionShape(int Batch, int QueryLength, int Key
         }
     }
 
-    private static void RequireRank<T>(ReadOnlyTensorSpan<T> t, int rank, string name, string layout)
+    private static void RequireRank(ReadOnlySpan<nint> lengths, int rank, string name, string layout)
     {
-        if (t.Rank != rank)
+        if (lengths.Length != rank)
         {
-            throw new ArgumentException($"{name} must be rank {rank} {layout}, got rank {t.Rank} [{Join(t.Lengths)}].", name);
+            throw new ArgumentException($"{name} must be rank {rank} {layout}, got rank {lengths.Length} [{Join(lengths)}].", name);
         }
     }
 

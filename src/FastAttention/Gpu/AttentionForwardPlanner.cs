@@ -230,79 +230,11 @@ internal static class AttentionForwardPlanner
     public static float Factor(float scale) => scale == 0 ? 1f : MathF.Abs(scale) * 1.44269504088896341f;
 
     /// <summary>Q, K, V ranks and sizes, with AttentionShape.FromTensors's checks and messages.</summary>
-    private static AttentionShape ShapeOf(TensorDesc q, TensorDesc k, TensorDesc v)
-    {
-        RequireRank(q, "query", "[B, Sq, H, D]");
-        RequireRank(k, "key", "[B, Sk, Hkv, D]");
-        RequireRank(v, "value", "[B, Sk, Hkv, D]");
-        for (int i = 0; i < 4; i++)
-        {
-            RequirePositive(q.Lengths[i], "query", i);
-            RequirePositive(k.Lengths[i], "key", i);
-            RequirePositive(v.Lengths[i], "value", i);
-        }
-        if (!k.Lengths.AsSpan().SequenceEqual(v.Lengths))
-        {
-            throw new ArgumentException($"value lengths [{Join(v.Lengths)}] must equal key lengths [{Join(k.Lengths)}].", "value");
-        }
-        if (k.Lengths[0] != q.Lengths[0])
-        {
-            throw new ArgumentException($"key batch {k.Lengths[0]} must equal query batch {q.Lengths[0]}.", "key");
-        }
-        if (k.Lengths[3] != q.Lengths[3])
-        {
-            throw new ArgumentException($"key head dim {k.Lengths[3]} must equal query head dim {q.Lengths[3]}.", "key");
-        }
-        if (q.Lengths[2] % k.Lengths[2] != 0)
-        {
-            throw new ArgumentException(
-                $"query heads {q.Lengths[2]} must be a multiple of key/value heads {k.Lengths[2]} (GQA/MQA need H % Hkv == 0).", "key");
-        }
-        foreach (nint n in q.Lengths) RequireInt(n, "query");
-        foreach (nint n in k.Lengths) RequireInt(n, "key");
-        return new AttentionShape((int)q.Lengths[0], (int)q.Lengths[1], (int)k.Lengths[1], (int)q.Lengths[2], (int)k.Lengths[2], (int)q.Lengths[3]);
-    }
+    private static AttentionShape ShapeOf(TensorDesc q, TensorDesc k, TensorDesc v) => AttentionShape.FromLengths(q.Lengths, k.Lengths, v.Lengths);
 
     /// <summary>Exact lengths and no stride 0 on a dimension longer than 1 (AttentionShape.RequireDestination's rule).</summary>
-    private static void RequireDestination(TensorDesc t, nint[] expected, string paramName, string layout)
-    {
-        if (!t.Lengths.AsSpan().SequenceEqual(expected))
-        {
-            throw new ArgumentException($"{paramName} must have lengths [{Join(expected)}] ({layout}), got [{Join(t.Lengths)}].", paramName);
-        }
-        for (int i = 0; i < expected.Length; i++)
-        {
-            if (t.Strides[i] == 0 && expected[i] > 1)
-            {
-                throw new ArgumentException(
-                    $"{paramName} has stride 0 on dimension {i} of length {expected[i]}: outputs must not overlap.", paramName);
-            }
-        }
-    }
-
-    private static void RequireRank(TensorDesc t, string name, string layout)
-    {
-        if (t.Rank != 4)
-        {
-            throw new ArgumentException($"{name} must be rank 4 {layout}, got rank {t.Rank} [{Join(t.Lengths)}].", name);
-        }
-    }
-
-    private static void RequirePositive(nint n, string name, int dim)
-    {
-        if (n <= 0)
-        {
-            throw new ArgumentException($"{name} dimension {dim} has size {n}; every dimension must be at least 1.", name);
-        }
-    }
-
-    private static void RequireInt(nint n, string name)
-    {
-        if (n > int.MaxValue)
-        {
-            throw new ArgumentException($"{name} dimension {n} exceeds {int.MaxValue}.", name);
-        }
-    }
+    private static void RequireDestination(TensorDesc t, nint[] expected, string paramName, string layout) =>
+        AttentionShape.RequireDestination(t.Lengths, t.Strides, expected, paramName, layout);
 
     private static int[] Flags(BlockSparseMask bm)
     {
@@ -327,6 +259,4 @@ internal static class AttentionForwardPlanner
     }
 
     private static int CeilDiv(int a, int b) => (a + b - 1) / b;
-
-    private static string Join(ReadOnlySpan<nint> lengths) => string.Join(", ", lengths.ToArray());
 }
