@@ -22,7 +22,7 @@ public sealed class MultiHeadAttention
     private readonly IAttentionBackend _backend;
     private readonly int _parallelism;
     private float[] _projected = [], _attended = [], _inputCopy = [], _contextCopy = [], _outputCopy = [];
-    private (int Sq, int Sk, BlockSparseMask? Mask) _blockMask;
+    private readonly ModuleMasks _masks;
 
     /// <summary>Creates a module with zero weights (set them with <see cref="SetWeights"/>, <see cref="LoadWeights"/> or <see cref="InitializeRandom"/>).</summary>
     /// <param name="config">Shapes and behaviour.</param>
@@ -44,6 +44,7 @@ public sealed class MultiHeadAttention
                 $"config.HeadDim = {config.HeadDim} exceeds the CPU engine's maximum of {CpuAttention.MaxHeadDim} (decode and the CPU backend run on it).", nameof(config));
         }
         Config = config;
+        _masks = new ModuleMasks(config);
         _parallelism = maxDegreeOfParallelism;
         _backend = backend ?? new CpuBackend(maxDegreeOfParallelism);
         _wqkv = new float[FusedWidth * config.ModelDim];
@@ -369,19 +370,8 @@ public sealed class MultiHeadAttention
         return true;
     }
 
-    private AttentionOptions Options(int sq, int sk)
-    {
-        var mask = new AttentionMask { Causal = Config.Causal, WindowLeft = Config.WindowLeft, WindowRight = Config.WindowRight };
-        if (Config.Sparse != SparsePattern.None)
-        {
-            if (_blockMask.Mask is null || _blockMask.Sq != sq || _blockMask.Sk != sk)
-            {
-                _blockMask = (sq, sk, Config.BuildBlockMask(sq, sk));
-            }
-            mask = mask with { BlockMask = _blockMask.Mask };
-        }
-        return new AttentionOptions { Scale = Config.Scale, Mask = mask, MaxDegreeOfParallelism = _parallelism };
-    }
+    private AttentionOptions Options(int sq, int sk) =>
+        new AttentionOptions { Scale = Config.Scale, Mask = _masks.For(sq, sk), MaxDegreeOfParallelism = _parallelism };
 
     private (int Batch, int Seq) RequireActivations(ReadOnlyTensorSpan<float> t, string name)
     {

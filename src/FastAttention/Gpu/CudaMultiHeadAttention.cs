@@ -42,7 +42,7 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
     private readonly DeviceBuffer<T>? _fusedBias, _kvBias, _outputBias;
     private DeviceBuffer<T>? _projected, _attended;
     private Views? _views;
-    private (int Sq, int Sk, BlockSparseMask? Mask) _blockMask;
+    private readonly ModuleMasks _masks;
     private bool _disposed;
 
     /// <summary>Creates a module with zero weights on <paramref name="context"/>'s device (set them with <see cref="SetWeights"/> or <see cref="LoadWeights"/>).</summary>
@@ -66,6 +66,7 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
         }
         if (stream is not null) context.RequireSame(stream.Context, nameof(stream));
         Config = config;
+        _masks = new ModuleMasks(config);
         Context = context;
         int model = config.ModelDim, qw = QueryWidth, kw = KvWidth;
         var created = new List<IDisposable>();
@@ -331,19 +332,8 @@ public sealed class CudaMultiHeadAttention<T> : IDisposable where T : unmanaged
     }
 
     /// <summary>The attention options of a call with <paramref name="sq"/> queries and <paramref name="sk"/> keys, as the CPU module builds them.</summary>
-    private AttentionOptions Options(int sq, int sk)
-    {
-        var mask = new AttentionMask { Causal = Config.Causal, WindowLeft = Config.WindowLeft, WindowRight = Config.WindowRight };
-        if (Config.Sparse != SparsePattern.None)
-        {
-            if (_blockMask.Mask is null || _blockMask.Sq != sq || _blockMask.Sk != sk)
-            {
-                _blockMask = (sq, sk, Config.BuildBlockMask(sq, sk));
-            }
-            mask = mask with { BlockMask = _blockMask.Mask };
-        }
-        return new AttentionOptions { Scale = Config.Scale, Mask = mask };
-    }
+    private AttentionOptions Options(int sq, int sk) =>
+        new AttentionOptions { Scale = Config.Scale, Mask = _masks.For(sq, sk) };
 
     /// <summary>Frees the weights, the workspace, cuBLAS, the kernel module and an owned stream (waits for the stream first).</summary>
     public void Dispose()
