@@ -33,7 +33,7 @@ public sealed class CudaMultiHeadDecodeTests : GpuFixture
     [TestCaseSource(nameof(Schedules))]
     public void ContiguousCacheDecodeEqualsFullCausalPrefill(KernelElementType type, DecodeKernel kernel, string name, int[] schedule)
     {
-        var c = new AttentionConfig(128, 4, 2, causal: true);   // D = 64, GQA 2
+        var c = new AttentionConfig(128, 4, 2, headDim: 64, causal: true);   // D = 64 (a GPU decode head dim), GQA 2
         switch (type)
         {
             case KernelElementType.Float32: ContiguousCase<float>(c, kernel, schedule, name); break;
@@ -121,7 +121,7 @@ public sealed class CudaMultiHeadDecodeTests : GpuFixture
         // A prefilled with 5 tokens alone, B with 4 + 5 alone, C empty; then the batch [C, A, B] (not in id order) decodes
         // chunks 1, 7, 3, 16, 1, 1. A fork F of A after the prefill then decodes [A, F] with different tokens (the shared,
         // partly filled page is copied on write).
-        var c = new AttentionConfig(128, 4, 2, causal: true);
+        var c = new AttentionConfig(128, 4, 2, headDim: 64, causal: true);
         int model = c.ModelDim;
         var w = GpuModuleSupport.Weights<T>(c, 33);
         var cpu = GpuModuleSupport.Cpu(c, w);
@@ -181,7 +181,7 @@ public sealed class CudaMultiHeadDecodeTests : GpuFixture
     [Test]
     public void BadDecodeCallsThrowWithNothingQueuedAndTheCacheUnchanged()
     {
-        var c = new AttentionConfig(128, 4, 2, causal: true);
+        var c = new AttentionConfig(128, 4, 2, headDim: 64, causal: true);
         using var gpu = GpuModuleSupport.Gpu<float>(Context, c, GpuModuleSupport.Weights<float>(c, 35));
         using var cache = new CudaKvCache<float>(Context, 2, 8, 2, 64);
         using var x = GpuModuleSupport.Upload<float>(Context, GpuModuleSupport.Input<float>(2, 5, 128, 36), 2, 5, 128);
@@ -197,7 +197,7 @@ public sealed class CudaMultiHeadDecodeTests : GpuFixture
         Assert.That(() => gpu.Forward(x, y, wrongHeads), Throws.ArgumentException.With.Message.Contains("Hkv = 4, D = 64; the config needs Hkv = 2"));
         using var threeSequences = new CudaKvCache<float>(Context, 3, 8, 2, 64);
         Assert.That(() => gpu.Forward(x, y, threeSequences), Throws.ArgumentException.With.Message.Contains("input batch 2 must equal the cache batch 3"));
-        using var sparse = new CudaMultiHeadAttention<float>(new AttentionConfig(128, 4, 2, causal: true, sparse: SparsePattern.Local), Context, compiler: ForwardTestCompiler.Instance);
+        using var sparse = new CudaMultiHeadAttention<float>(new AttentionConfig(128, 4, 2, headDim: 64, causal: true, sparse: SparsePattern.Local), Context, compiler: ForwardTestCompiler.Instance);
         Assert.That(() => sparse.Forward(x, y, cache), Throws.ArgumentException.With.Message.Contains("Block-sparse pattern Local is not supported with a KV cache"));
 
         using var paged = new CudaPagedKvCache<float>(Context, 1, 8, 2, 64);
