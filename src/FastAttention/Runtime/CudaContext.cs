@@ -12,6 +12,7 @@ namespace FastAttention.Runtime;
 public sealed class CudaContext : IDisposable
 {
     private readonly PrimaryContextHandle _handle;
+    private int _disposed;
 
     private CudaContext(CudaDevice device, PrimaryContextHandle handle)
     {
@@ -89,8 +90,17 @@ public sealed class CudaContext : IDisposable
         return ((long)free, (long)total);
     }
 
-    /// <summary>Releases this reference to the primary context.</summary>
-    public void Dispose() => _handle.Dispose();
+    /// <summary>
+    /// Releases this reference to the primary context. From then on the context refuses use
+    /// (<see cref="ObjectDisposedException"/>), even while objects made in it still hold the driver context alive.
+    /// </summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            _handle.Dispose();
+        }
+    }
 
     /// <summary>Creates an owned driver object: <paramref name="create"/> runs with this context current.</summary>
     internal CudaResourceHandle Own(CudaResourceKind kind, Func<nint> create)
@@ -101,7 +111,8 @@ public sealed class CudaContext : IDisposable
         return resource;
     }
 
-    internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_handle.IsClosed, this);
+    // The handle's IsClosed stays false while children hold references on it, so disposal is tracked here.
+    internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
 
     /// <summary>Throws when <paramref name="other"/> belongs to another context.</summary>
     internal void RequireSame(CudaContext other, string paramName)
