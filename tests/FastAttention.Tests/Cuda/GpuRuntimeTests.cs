@@ -235,14 +235,30 @@ public sealed class GpuRuntimeTests : GpuFixture
         kernels.Fill(stream, 0.3f, z);
         stream.Synchronize();
         Assert.That(z.ToArray(), Is.All.EqualTo(Num.FromFloat<T>(0.3f)));
+        Assert.That(() => module.GetKernel("fa_no_such_kernel"), Throws.TypeOf<CudaException>().With.Property(nameof(CudaException.ErrorName)).EqualTo("CUDA_ERROR_NOT_FOUND"));
+    }
 
-        CudaKernel fill = module.GetKernel($"fa_fill_{KernelElementTypes.Of<T>().Suffix()}");
-        Assert.That(fill.CompileReport, Is.Not.Null);
+    /// <summary>
+    /// The ptxas report of a CUBIN compile agrees with what the driver reports for the loaded kernel. Kept apart from the
+    /// kernel checks above: under compute-sanitizer NVRTC returns an empty log (seen on an H200, NVRTC 13.0), so there
+    /// is no report to compare, and the suite's sanitizer check runs those instead.
+    /// </summary>
+    [Test]
+    public void CompileReportAgreesWithTheDriver()
+    {
+        using var module = CudaModule.Load(Context, _compiler, KernelRegistry.Utility(KernelElementType.Float32));
+        CudaKernel fill = module.GetKernel("fa_fill_f32");
+        CompiledModule compiled = module.Compiled;
+        if (compiled.Target.Kind != KernelImageKind.Cubin)
+        {
+            Assert.Ignore($"{compiled}: this NVRTC cannot build CUBIN for the device, and a PTX module has no ptxas report.");
+        }
+        Assert.That(fill.CompileReport, Is.Not.Null, () =>
+            $"no ptxas report for {fill.Name}: {compiled} ({compiled.Origin}); options {string.Join(' ', compiled.Options)}; log:\n{compiled.Log}");
         KernelFunctionAttributes attributes = fill.Attributes;
         Assert.That(attributes.Registers, Is.EqualTo(fill.CompileReport!.Registers), "driver and ptxas agree");
         Assert.That(attributes.LocalMemoryBytes, Is.Zero);
         Assert.That(attributes.MaxThreadsPerBlock, Is.GreaterThanOrEqualTo(256));
-        Assert.That(() => module.GetKernel("fa_no_such_kernel"), Throws.TypeOf<CudaException>().With.Property(nameof(CudaException.ErrorName)).EqualTo("CUDA_ERROR_NOT_FOUND"));
     }
 
     [TestCase(KernelElementType.Float16)]
