@@ -14,14 +14,15 @@
 // Two decode kernels write the same results, selected by the host (DESIGN.md section 3):
 //  * fa_paged_decode_simt_hd<D>_<t>: the plain version. One block per (query head, batch entry, split); for each
 //    query row it walks the keys one at a time with a block-wide dot product. Obviously right, slow.
-//  * fa_paged_decode_hd<D>_<t>: the tuned version, a vectorised SIMT kernel (no tensor cores: single-token decode
-//    has q_len*group rows of 1..8, too few for a 16-row mma tile, and the kernel is bound by HBM bandwidth, not
-//    math). One block per (KV head, batch entry, split x row chunk) holds up to 8 query rows that share the KV head,
-//    so each K/V row is read once for all of them. A "key group" of LANES = min(32, D/VEC) lanes covers one key row
-//    with 16-byte loads (VEC = 8 fp16/bf16 or 4 fp32 elements per load); each group takes 4 consecutive keys per
-//    step and issues all 8 (K and V) row loads before using any, so every lane has 8+ 16-byte loads in flight.
-//    Each group keeps its own online-softmax state (max, sum, output slice) for the rows; the groups are merged
-//    through shared memory at the end.
+//  * fa_paged_decode_hd<D>_<t>: the tuned version. One block per (KV head, batch entry, split x row chunk) holds up
+//    to 8 query rows that share the KV head, so each K/V row is read once for all of them.
+//    - fp16/bf16: tensor cores (mma.m16n8k16, the 8 rows padded to 16) over 64-key K/V tiles that a ring of 3
+//      shared-memory stages (2 for D = 256) keeps in flight through 16-byte cp.async; each of the 4 warps owns 16 keys
+//      of a tile and its own online softmax; page ids are read a tile ahead. Needs dynamic shared memory
+//      (FA_SMEM_BYTES: 48.5 KiB for D = 64, 96.5 KiB for 128, 128.5 KiB for 256).
+//    - fp32: a vectorised SIMT kernel (mma would round fp32 to tf32). A "key group" of LANES = min(32, D/4) lanes
+//      covers one key row with 16-byte loads; each group takes 4 consecutive keys per step and issues all 8 (K and
+//      V) row loads before using any. Each group keeps its own online-softmax state; groups are merged at the end.
 // Splits: with num_splits > 1 a block covers keys [split * keys_per_split, (split + 1) * keys_per_split) and writes
 // a normalised fp32 partial output + base-2 LSE per row; fa_decode_combine then weighs split s by
 // exp2(lse_s - max lse) and writes O (element type) and the natural LSE. With one split the decode kernel writes
@@ -142,17 +143,309 @@ FA_DEVICE void fa_store_row(const fa_decode_params& p, int b, int qi, int h, int
     }
 }
 
+#if FA_DTYPE != FA_DTYPE_F32
+// ---- tuned kernel, fp16 / bf16: tensor cores, K/V pages staged in shared memory --------------------------------
+// Why this shape (measured on H200: the previous vectorised SIMT kernel reached ~14% of HBM bandwidth): a decode is
+// bound by how many bytes each SM keeps in flight (~4.8 TB/s x ~700 ns / 132 SMs = ~25 KB per SM). Here every
+// block keeps FA_STAGES - 1 whole K/V tiles (64 keys, 16-byte cp.async, zero-filled past the block's keys) in flight
+// while it computes on the oldest, and the page ids of a tile are read one iteration before its copies are issued,
+// so neither the page-table lookup nor the math ever stalls the memory stream. The math runs on tensor cores
+// (mma.m16n8k16, fp32 accumulate), a few instructions per 16 keys instead of one FMA per element and row plus a
+// shuffle reduction per key.
+//
+// grid: (Hkv, B, row_chunks * num_splits), blockIdx.z = chunk * num_splits + split; block: 128 threads (4 warps);
+// dynamic shared memory FA_SMEM_BYTES (DecodeLaunchPlan.TunedSharedMemoryBytes). Block rows are rows
+// [chunk * 8, chunk * 8 + rows) of the q_len * group rows sharing KV head blockIdx.x (row r: query position
+// r / group of query head kvh * group + r % group); they are rows 0-7 of the 16-row mma tile (rows 8-15 are zero).
+// Key tile n covers keys [k_begin + 64 n, +64); warp w owns keys 16w..16w+15 of it and keeps its own online softmax
+// (max, sum, O) for the 8 rows; the 4 warps are merged through shared memory at the end.
+// Fragment layouts and the swizzle are those of attention_fwd.cu (see its header).
+#define FA_KT 64                                                 // keys per K/V tile (16 per warp)
+#define FA_STAGES (FA_D == 256 ? 2 : 3)                          // K/V tiles in the shared-memory ring
+#define FA_DCH (FA_D / 8)                                        // 16-byte chunks per row
+#define FA_DB (FA_D / 8)                                         // n8 blocks of O
+#define FA_CPT (FA_KT * FA_DCH / FA_THREADS)                     // chunks of a K (or V) tile each thread copies
+#define FA_TILE_ELEMS (FA_KT * FA_D)                             // one K or V tile
+#define FA_PAGES_OFF (FA_STAGES * 2 * FA_TILE_ELEMS * 2)         // byte offset of the page ids [2][FA_KT]
+#define FA_SMEM_BYTES (FA_PAGES_OFF + 2 * FA_KT * 4)
+static_assert(FA_WARPS * 16 == FA_KT, "each warp owns 16 keys of a tile");
+static_assert(FA_WARPS * FA_ROWS * FA_D * 4 + 2 * FA_WARPS * FA_ROWS * 4 <= FA_PAGES_OFF, "the merge fits the K/V ring");
+
+// Shared layout of a [FA_KT][FA_D] tile: chunk c (16 bytes) of row r sits at chunk c ^ (r % 8) of the row, so the 8
+// rows one ldmatrix 8x8 matrix reads fall in 8 different bank groups (FA_D is a multiple of 64). Addresses are
+// written as a per-lane register part plus compile-time offsets (the XOR only touches the low 3 bits of the chunk),
+// so the unrolled loops below need 4 address registers each instead of one per chunk.
+#define FA_ROW_BYTES (FA_D * 2)
+
+// Page id of key j of the block (0 for keys outside [0, k_end): never used, their copies are zero-filled).
+FA_DEVICE int fa_page_of(const int* table, int j, int k_end, int page_shift)
+{
+    return j < k_end ? table[j >> page_shift] : 0;
+}
+
+// Queues the copies of key tile `tile` (keys tile0 .. tile0 + 63) into ring slot tile % FA_STAGES: K and V rows through
+// the page ids in `pages`, keys >= k_end zero-filled (source clamped to the head's first row, which exists).
+FA_DEVICE void fa_issue_tile(const fa_decode_params& p, fa_u32 k_slot, fa_u32 v_slot, const fa_elem* k_head,
+    const fa_elem* v_head, const int* pages, int tile0, int k_end, int tid)
+{
+    // Copy i of this thread: row r0 + i * RS, chunk c (RS = FA_THREADS / FA_DCH rows per pass, a power of two, and
+    // r0 < RS, so (r0 + i * RS) % 8 = (r0 % 8) ^ (i * RS % 8)).
+    constexpr int RS = FA_THREADS / FA_DCH;
+    const int r0 = tid / FA_DCH, c = tid % FA_DCH;
+    const int sw = c ^ (r0 & 7);
+    const fa_u32 lane_off = r0 * FA_ROW_BYTES;
+    const int slot_mask = (1 << p.page_shift) - 1;
+#pragma unroll
+    for (int i = 0; i < FA_CPT; i++)
+    {
+        const int r = r0 + i * RS;
+        const int j = tile0 + r;
+        const bool ok = j < k_end;
+        const fa_i64 off = ok ? (fa_i64)pages[r] * p.page_stride + (fa_i64)(j & slot_mask) * FA_D + c * 8 : 0;
+        const fa_u32 dst = lane_off + i * RS * FA_ROW_BYTES + ((sw ^ ((i * RS) & 7)) << 4);
+        fa_cp_async_16_zfill(k_slot + dst, k_head + off, ok);
+        fa_cp_async_16_zfill(v_slot + dst, v_head + off, ok);
+    }
+}
+
+// Raw 16-bit bits of a query element pair (d, d + 1) packed for an mma A register (d in the low half).
+FA_DEVICE fa_u32 fa_q_pair(const fa_elem* q, int d)
+{
+    return (fa_u32)q[d].bits | ((fa_u32)q[d + 1].bits << 16);
+}
+
+extern "C" __global__ void __launch_bounds__(FA_THREADS) FA_KERNEL(fa_paged_decode_hd)(const fa_decode_params p)
+{
+    extern __shared__ fa_vec16 fa_smem_chunks[];   // dynamic shared memory, 16-byte aligned by its type
+    unsigned char* smem_ptr = (unsigned char*)fa_smem_chunks;
+    int (*s_pages)[FA_KT] = (int (*)[FA_KT])(smem_ptr + FA_PAGES_OFF);
+    const fa_u32 smem = fa_smem_addr(smem_ptr);
+
+    const int kvh = blockIdx.x, b = blockIdx.y;
+    const int split = blockIdx.z % p.num_splits, chunk = blockIdx.z / p.num_splits;
+    const int row0 = chunk * FA_ROWS;
+    const int rows = min(FA_ROWS, p.q_len * p.group - row0);
+    const int len = p.seq_lens[b];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int g = lane >> 2, t = lane & 3;   // fragment row group, thread in group
+
+    // This lane's query row g (rows >= `rows` are padding: zero Q, nothing visible) and its visible keys.
+    const bool row_ok = g < rows;
+    const int qi = (row0 + (row_ok ? g : 0)) / p.group;
+    const int lo = row_ok ? fa_row_lo(p, qi, len) : 1;
+    const int hi = row_ok ? fa_row_hi(p, qi, len) : 0;
+
+    // Keys of this split that some row of the block sees (bounds are monotone in the query position).
+    const fa_i64 split_begin = (fa_i64)split * p.keys_per_split;
+    const fa_i64 split_end = split_begin + p.keys_per_split;
+    const int lo_first = fa_row_lo(p, row0 / p.group, len);
+    const int hi_last = fa_row_hi(p, (row0 + rows - 1) / p.group, len);
+    const int k_begin = (int)(split_begin > lo_first ? split_begin : lo_first);
+    const int k_end = (int)(split_end < (fa_i64)hi_last + 1 ? split_end : (fa_i64)hi_last + 1);
+    const int tiles = k_end > k_begin ? (k_end - k_begin + FA_KT - 1) / FA_KT : 0;
+
+    // Q as mma A registers, straight from global memory (rows g; rows g + 8 are zero): qa[kk] = d 16kk + 2t (+1) and
+    // d 16kk + 8 + 2t (+1).
+    fa_u32 qa[FA_D / 16][2];
+    {
+        const int h = kvh * p.group + (row0 + (row_ok ? g : 0)) % p.group;
+        const fa_elem* q = p.q + (fa_i64)b * p.q_stride_b + (fa_i64)qi * p.q_stride_s + (fa_i64)h * p.q_stride_h;
+#pragma unroll
+        for (int kk = 0; kk < FA_D / 16; kk++)
+        {
+            qa[kk][0] = row_ok ? fa_q_pair(q, 16 * kk + 2 * t) : 0u;
+            qa[kk][1] = row_ok ? fa_q_pair(q, 16 * kk + 8 + 2 * t) : 0u;
+        }
+    }
+
+    const fa_elem* k_head = p.k_pool + (fa_i64)kvh * p.kv_head_stride;
+    const fa_elem* v_head = p.v_pool + (fa_i64)kvh * p.kv_head_stride;
+    const int* table = p.block_tables + (fa_i64)b * p.table_stride;
+    const fa_u32 ring = smem;                                   // slot s: K at ring + 2s tiles, V after it
+#define FA_K_SLOT(s) (ring + (fa_u32)(2 * (s)) * FA_TILE_ELEMS * 2)
+#define FA_V_SLOT(s) (ring + (fa_u32)(2 * (s) + 1) * FA_TILE_ELEMS * 2)
+
+    // Prologue: page ids of tiles 0 .. STAGES-2, their copies, then the page ids of tile STAGES-1. s_pages[x & 1]
+    // holds the ids of tile x from the iteration before the one that issues it.
+#pragma unroll
+    for (int x = 0; x < FA_STAGES - 1; x++)
+    {
+        if (tid < FA_KT) s_pages[x & 1][tid] = fa_page_of(table, k_begin + x * FA_KT + tid, k_end, p.page_shift);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int x = 0; x < FA_STAGES - 1; x++)
+    {
+        if (x < tiles) fa_issue_tile(p, FA_K_SLOT(x), FA_V_SLOT(x), k_head, v_head, s_pages[x & 1], k_begin + x * FA_KT, k_end, tid);
+        fa_cp_async_commit();
+    }
+    __syncthreads();
+    if (tid < FA_KT)
+        s_pages[(FA_STAGES - 1) & 1][tid] = fa_page_of(table, k_begin + (FA_STAGES - 1) * FA_KT + tid, k_end, p.page_shift);
+
+    // ldmatrix addresses within a tile. K (S = Q·Kᵀ, step kk): lane l reads key 16w + l % 8 + 8 (l / 16), chunk
+    // 2kk + (l / 8) % 2. V (O += P·V, step dd): key 16w + l % 16, chunk 2dd + l / 16. In both the row is 8k + l % 8, so
+    // the swizzled chunk is 8 (kk / 4) + ((2 (kk % 4) + bit) ^ (l % 8)): k_off[kk % 4] + 128 (kk / 4) bytes.
+    fa_u32 k_off[4], v_off[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+    {
+        k_off[i] = (warp * 16 + (lane & 7) + ((lane >> 4) << 3)) * FA_ROW_BYTES + (((2 * i + ((lane >> 3) & 1)) ^ (lane & 7)) << 4);
+        v_off[i] = (warp * 16 + (lane & 15)) * FA_ROW_BYTES + (((2 * i + (lane >> 4)) ^ (lane & 7)) << 4);
+    }
+
+    float o_acc[FA_DB][4];
+#pragma unroll
+    for (int i = 0; i < FA_DB; i++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) o_acc[i][e] = 0.f;
+    float m_run = FA_NEG_INF;   // row g's running max (base-2 logits)
+    float l_run = 0.f;          // this lane's share of row g's running sum
+
+    for (int n = 0; n < tiles; n++)
+    {
+        // Tile n has landed (this thread's copies; after the barrier everyone's), every warp is done with tile n - 1
+        // (whose slot the copies below overwrite), and the page ids of tile n + STAGES - 1 are visible.
+        fa_cp_async_wait<FA_STAGES - 2>();
+        __syncthreads();
+        const int next = n + FA_STAGES - 1;
+        if (next < tiles)
+            fa_issue_tile(p, FA_K_SLOT(next % FA_STAGES), FA_V_SLOT(next % FA_STAGES), k_head, v_head, s_pages[next & 1],
+                k_begin + next * FA_KT, k_end, tid);
+        fa_cp_async_commit();
+        // Page ids of tile n + STAGES, read now and published after the math (the load's latency hides behind it).
+        const int page_ahead = tid < FA_KT ? fa_page_of(table, k_begin + (next + 1) * FA_KT + tid, k_end, p.page_shift) : 0;
+
+        const fa_u32 k_st = FA_K_SLOT(n % FA_STAGES), v_st = FA_V_SLOT(n % FA_STAGES);
+        const int key0 = k_begin + n * FA_KT + warp * 16;   // this warp's first key
+
+        // S = Q·Kᵀ, 16 rows x this warp's 16 keys. K: ldmatrix.x4 matrices (keys 0-7, d 0-7), (keys 0-7, d 8-15),
+        // (keys 8-15, d 0-7), (keys 8-15, d 8-15) = B of n-block 0 and of n-block 1.
+        float s[2][4];
+#pragma unroll
+        for (int nb = 0; nb < 2; nb++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[nb][e] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < FA_D / 16; kk++)
+        {
+            const fa_u32 a[4] = {qa[kk][0], 0u, qa[kk][1], 0u};
+            fa_u32 kb[4];
+            fa_ldmatrix_x4(kb, k_st + k_off[kk & 3] + (kk >> 2) * 128);
+            const fa_u32 b0[2] = {kb[0], kb[1]};
+            const fa_u32 b1[2] = {kb[2], kb[3]};
+            fa_mma_m16n8k16(s[0], a, b0);
+            fa_mma_m16n8k16(s[1], a, b1);
+        }
+
+        // Logits of row g (elements 0, 1 of each n-block: keys key0 + 8nb + 2t (+1)); keys the row does not see,
+        // and keys past the block's end, get -inf. Rows g + 8 (elements 2, 3) are padding and stay out of P.
+        float mx = FA_NEG_INF;
+#pragma unroll
+        for (int nb = 0; nb < 2; nb++)
+#pragma unroll
+            for (int e = 0; e < 2; e++)
+            {
+                const int j = key0 + 8 * nb + 2 * t + e;
+                const bool seen = j < k_end && j >= lo && j <= hi;
+                s[nb][e] = seen ? fa_logit(p, s[nb][e]) : FA_NEG_INF;
+                mx = fa_max(mx, s[nb][e]);
+            }
+        // Online softmax of row g over the 4 lanes of its group; a row that has seen nothing keeps max -inf and
+        // subtracts 0 instead (no (-inf) - (-inf)).
+        mx = fa_max(mx, fa_shfl_xor(mx, 1));
+        mx = fa_max(mx, fa_shfl_xor(mx, 2));
+        const float m_new = fa_max(m_run, mx);
+        const float ref = m_new == FA_NEG_INF ? 0.f : m_new;
+        const float alpha = fa_exp2(m_run - ref);
+        m_run = m_new;
+        float pr[2][2];
+#pragma unroll
+        for (int nb = 0; nb < 2; nb++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) pr[nb][e] = fa_exp2(s[nb][e] - ref);
+        l_run = l_run * alpha + (pr[0][0] + pr[0][1]) + (pr[1][0] + pr[1][1]);
+#pragma unroll
+        for (int i = 0; i < FA_DB; i++)
+        {
+            o_acc[i][0] *= alpha;
+            o_acc[i][1] *= alpha;
+        }
+
+        // O += P·V. A = P rounded to 16 bits (row g: keys 2t.. of n-block 0, then of n-block 1; rows g + 8 zero).
+        // V: ldmatrix.x4.trans matrices (keys 0-7, d 0-7), (keys 8-15, d 0-7), (keys 0-7, d 8-15), (keys 8-15, d 8-15)
+        // = B of d-block 2dd and of d-block 2dd + 1.
+        const fa_u32 pa[4] = {fa_pack2(pr[0][0], pr[0][1]), 0u, fa_pack2(pr[1][0], pr[1][1]), 0u};
+#pragma unroll
+        for (int dd = 0; dd < FA_D / 16; dd++)
+        {
+            fa_u32 vb[4];
+            fa_ldmatrix_x4_trans(vb, v_st + v_off[dd & 3] + (dd >> 2) * 128);
+            const fa_u32 b0[2] = {vb[0], vb[1]};
+            const fa_u32 b1[2] = {vb[2], vb[3]};
+            fa_mma_m16n8k16(o_acc[2 * dd], pa, b0);
+            fa_mma_m16n8k16(o_acc[2 * dd + 1], pa, b1);
+        }
+
+        // Slot (next + 1) & 1 was last read when tile next - 1 was issued, before this iteration's barrier.
+        if (tid < FA_KT) s_pages[(next + 1) & 1][tid] = page_ahead;
+    }
+#undef FA_K_SLOT
+#undef FA_V_SLOT
+
+    // Merge the 4 warps through shared memory (the K/V ring is free once every copy has landed and every warp is
+    // done): per warp and row its max, sum and unnormalised output.
+    fa_cp_async_wait<0>();
+    __syncthreads();
+    float* s_o = (float*)smem_ptr;                                   // [FA_WARPS][FA_ROWS][FA_D]
+    float* s_m = s_o + FA_WARPS * FA_ROWS * FA_D;                    // [FA_WARPS][FA_ROWS]
+    float* s_l = s_m + FA_WARPS * FA_ROWS;                           // [FA_WARPS][FA_ROWS]
+    l_run += fa_shfl_xor(l_run, 1);
+    l_run += fa_shfl_xor(l_run, 2);
+    if (g < FA_ROWS)
+    {
+        float* o_row = s_o + (warp * FA_ROWS + g) * FA_D;
+#pragma unroll
+        for (int i = 0; i < FA_DB; i++)
+        {
+            o_row[8 * i + 2 * t] = o_acc[i][0];
+            o_row[8 * i + 2 * t + 1] = o_acc[i][1];
+        }
+        if (t == 0)
+        {
+            s_m[warp * FA_ROWS + g] = m_run;
+            s_l[warp * FA_ROWS + g] = l_run;
+        }
+    }
+    __syncthreads();
+    for (int i = tid; i < rows * FA_D; i += FA_THREADS)
+    {
+        const int r = i / FA_D, d = i % FA_D;
+        float mx = FA_NEG_INF;
+#pragma unroll
+        for (int w = 0; w < FA_WARPS; w++) mx = fa_max(mx, s_m[w * FA_ROWS + r]);
+        const float ref = mx == FA_NEG_INF ? 0.f : mx;
+        float sum = 0.f, out = 0.f;
+#pragma unroll
+        for (int w = 0; w < FA_WARPS; w++)
+        {
+            const float wt = fa_exp2(s_m[w * FA_ROWS + r] - ref);
+            sum += s_l[w * FA_ROWS + r] * wt;
+            out += s_o[(w * FA_ROWS + r) * FA_D + d] * wt;
+        }
+        const int row = row0 + r;
+        fa_store_row(p, b, row / p.group, kvh * p.group + row % p.group, split, d, mx, sum, out);
+    }
+}
+#else
+// ---- tuned kernel, fp32: vectorised SIMT (tensor cores would round fp32 to tf32) -------------------------------
+
 // Elements of a 16-byte vector as floats.
 FA_DEVICE void fa_vec_to_float(const fa_vec16& v, float (&f)[FA_VEC])
 {
-#if FA_DTYPE == FA_DTYPE_F32
     f[0] = fa_bits_to_float(v.x); f[1] = fa_bits_to_float(v.y); f[2] = fa_bits_to_float(v.z); f[3] = fa_bits_to_float(v.w);
-#else
-    fa_unpack2(v.x, f[0], f[1]); fa_unpack2(v.y, f[2], f[3]); fa_unpack2(v.z, f[4], f[5]); fa_unpack2(v.w, f[6], f[7]);
-#endif
 }
 
-// ---- tuned kernel ------------------------------------------------------------------------------------------------
 // grid: (Hkv, B, row_chunks * num_splits) with blockIdx.z = chunk * num_splits + split; block: (128).
 // Block rows are rows [chunk * 8, chunk * 8 + rows) of the q_len * group rows sharing KV head blockIdx.x;
 // row r is query position r / group of query head kvh * group + r % group.
@@ -364,6 +657,7 @@ extern "C" __global__ void __launch_bounds__(FA_THREADS) FA_KERNEL(fa_paged_deco
         fa_store_row(p, b, row / p.group, kvh * p.group + row % p.group, split, d, mx, sum, out);
     }
 }
+#endif
 
 // ---- plain kernel ------------------------------------------------------------------------------------------------
 // grid: (H, B, num_splits), block: (128). Thread t owns elements t and t + 128 of the row.

@@ -135,7 +135,8 @@ public static class CudaDecode
     private static DecodeLaunchPlan Plan<T>(Args a, DeviceKvStore<T> store, DeviceTensor<T> query, DeviceTensor<T> output, DeviceTensor<float>? lse,
         nint tables, int tableStride, nint lengths, int maxLength) where T : unmanaged
     {
-        var device = new DecodeDevice(store.Context.Device.MultiprocessorCount, store.BlocksPerMultiprocessor);
+        var device = new DecodeDevice(store.Context.Device.MultiprocessorCount, store.BlocksPerMultiprocessor,
+            store.Context.Device.SharedMemoryPerBlockOptInBytes);
         var operands = new DecodeOperands(
             query.DevicePointer, new Strides3(query.Strides[0], query.Strides[1], query.Strides[2]),
             output.DevicePointer, new Strides3(output.Strides[0], output.Strides[1], output.Strides[2]),
@@ -150,7 +151,7 @@ public static class CudaDecode
         var p = plan.Parameters(scratch);
         var args = new KernelArguments();
         args.Add(p);
-        store.DecodeModuleKernel(plan.KernelName).Launch(plan.Config, stream, ref args);
+        store.DecodeModuleKernel(plan.KernelName, plan.Config.DynamicSharedMemoryBytes).Launch(plan.Config, stream, ref args);
         if (plan.CombineConfig is { } combineConfig)
         {
             var combine = new KernelArguments();

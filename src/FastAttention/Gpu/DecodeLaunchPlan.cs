@@ -106,8 +106,11 @@ internal readonly record struct PagedDecodeTables(int Batch, int TableStride, in
     }
 }
 
-/// <summary>The GPU a decode is planned for: SM count and resident tuned decode blocks per SM.</summary>
-internal readonly record struct DecodeDevice(int Multiprocessors, int BlocksPerMultiprocessor);
+/// <summary>
+/// The GPU a decode is planned for: SM count, resident tuned decode blocks per SM, and the most dynamic shared memory a
+/// block may opt in to (the tuned fp16/bf16 kernel falls back to the plain one where its K/V ring does not fit).
+/// </summary>
+internal readonly record struct DecodeDevice(int Multiprocessors, int BlocksPerMultiprocessor, int SharedMemoryPerBlockOptIn = int.MaxValue);
 
 /// <summary>Device (or, in emulation, host) addresses and strides a decode launch reads and writes.</summary>
 internal readonly record struct DecodeOperands(
@@ -132,6 +135,21 @@ internal sealed record DecodeLaunchPlan(DecodePlan Split, DecodeParams BaseParam
     /// <summary>Name of the decode kernel <paramref name="kernel"/> for <paramref name="type"/> and head dim <paramref name="headDim"/>.</summary>
     public static string DecodeKernelName(DecodeKernel kernel, KernelElementType type, int headDim) =>
         kernel == DecodeKernel.Plain ? $"fa_paged_decode_simt_hd{headDim}_{type.Suffix()}" : $"fa_paged_decode_hd{headDim}_{type.Suffix()}";
+
+    /// <summary>Keys per K/V tile of the tuned fp16/bf16 kernel (paged_decode.cu FA_KT: 16 per warp).</summary>
+    public const int TunedKeysPerTile = 64;
+
+    /// <summary>
+    /// Dynamic shared memory of the tuned decode kernel: for fp16/bf16 a ring of K/V tiles (3 stages, 2 for D = 256; each
+    /// stage <see cref="TunedKeysPerTile"/> keys of K and of V) plus two tiles' page ids, as paged_decode.cu's FA_SMEM_BYTES;
+    /// 0 for fp32 (static shared memory only).
+    /// </summary>
+    public static int TunedSharedMemoryBytes(KernelElementType type, int headDim)
+    {
+        if (type == KernelElementType.Float32) return 0;
+        int stages = headDim == 256 ? 2 : 3;
+        return stages * 2 * TunedKeysPerTile * headDim * 2 + 2 * TunedKeysPerTile * sizeof(int);
+    }
 
     /// <summary>Name of the split combine kernel.</summary>
     public static string CombineKernelName(KernelElementType type, int headDim) => $"fa_decode_combine_hd{headDim}_{type.Suffix()}";
@@ -210,10 +228,14 @@ internal sealed record DecodeLaunchPlan(DecodePlan Split, DecodeParams BaseParam
             ScaleLog2 = scale * Log2E,
             Softcap = softcap, SoftcapLog2 = softcap * Log2E, ScaleOverSoftcap = softcap > 0 ? scale / softcap : 0,
         };
-        bool plain = options.Kernel == DecodeKernel.Plain;
+        int smem = TunedSharedMemoryBytes(type, d);
+        // The tuned kernel's K/V ring must fit the device's per-block shared memory (D = 256 fp16/bf16 needs 128.5 KiB:
+        // sm_80/sm_90 have it, sm_86/sm_89 do not); otherwise the plain kernel runs.
+        var kernel = smem > device.SharedMemoryPerBlockOptIn ? DecodeKernel.Plain : options.Kernel;
+        bool plain = kernel == DecodeKernel.Plain;
         var config = plain
             ? new LaunchConfig(new Dim3((uint)heads, (uint)batch, (uint)plan.Splits), Threads)
-            : new LaunchConfig(new Dim3((uint)pool.KvHeads, (uint)batch, (uint)(plan.RowChunks * plan.Splits)), Threads);
+            : new LaunchConfig(new Dim3((uint)pool.KvHeads, (uint)batch, (uint)(plan.RowChunks * plan.Splits)), Threads, smem);
         LaunchConfig? combine = null;
         long scratch = 0, lseOffset = 0;
         if (plan.Splits > 1)
@@ -223,7 +245,7 @@ internal sealed record DecodeLaunchPlan(DecodePlan Split, DecodeParams BaseParam
             lseOffset = outputRows * plan.Splits * d;
             combine = new LaunchConfig((uint)((outputRows + CombineRowsPerBlock - 1) / CombineRowsPerBlock), Threads);
         }
-        return new DecodeLaunchPlan(plan, p, DecodeKernelName(options.Kernel, type, d), config, CombineKernelName(type, d), combine, scratch, lseOffset);
+        return new DecodeLaunchPlan(plan, p, DecodeKernelName(kernel, type, d), config, CombineKernelName(type, d), combine, scratch, lseOffset);
     }
 
     /// <summary>This plan reading block tables at <paramref name="tables"/> and lengths at <paramref name="lengths"/>.</summary>

@@ -98,6 +98,7 @@ internal sealed class DeviceKvStore<T> : IDisposable where T : unmanaged
     private CudaModule? _decodeModule, _appendModule;
     private DeviceBuffer<float>? _scratch;
     private int _blocksPerMultiprocessor;
+    private readonly HashSet<string> _sharedMemoryRaised = new(StringComparer.Ordinal);
 
     public DeviceKvStore(CudaContext context, long rows, int pageSize, long headStride, int kvHeads, int headDim)
     {
@@ -135,13 +136,21 @@ internal sealed class DeviceKvStore<T> : IDisposable where T : unmanaged
 
     public CudaKernel GetDecodeKernel(DecodeKernel kernel) => DecodeModule.GetKernel(DecodeLaunchPlan.DecodeKernelName(kernel, Type, HeadDim));
 
-    /// <summary>A kernel of the decode module (paged_decode.cu) by name.</summary>
-    public CudaKernel DecodeModuleKernel(string name) => DecodeModule.GetKernel(name);
+    /// <summary>
+    /// A kernel of the decode module (paged_decode.cu) by name, allowed <paramref name="dynamicSharedBytes"/> of dynamic
+    /// shared memory (raised once per kernel past the default 48 KiB).
+    /// </summary>
+    public CudaKernel DecodeModuleKernel(string name, int dynamicSharedBytes = 0)
+    {
+        CudaKernel kernel = DecodeModule.GetKernel(name);
+        if (dynamicSharedBytes > 48 * 1024 && _sharedMemoryRaised.Add(name)) kernel.SetMaxDynamicSharedMemory(dynamicSharedBytes);
+        return kernel;
+    }
 
     public CudaKernel AppendKernel => AppendModule.GetKernel(KvAppendLaunch.AppendKernelName(Type, HeadDim));
     public CudaKernel CopyPagesKernel => AppendModule.GetKernel(KvAppendLaunch.CopyKernelName(Type, HeadDim));
 
-    /// <summary>Resident tuned decode blocks per SM, from the loaded kernel's registers and shared memory.</summary>
+    /// <summary>Resident tuned decode blocks per SM, from the loaded kernel's registers and its static and dynamic shared memory.</summary>
     public int BlocksPerMultiprocessor
     {
         get
@@ -150,7 +159,8 @@ internal sealed class DeviceKvStore<T> : IDisposable where T : unmanaged
             {
                 var a = GetDecodeKernel(DecodeKernel.Tuned).Attributes;
                 var d = Context.Device;
-                _blocksPerMultiprocessor = DecodePlanner.BlocksPerMultiprocessor(a.Registers, a.StaticSharedMemoryBytes, DecodeLaunchPlan.Threads,
+                _blocksPerMultiprocessor = DecodePlanner.BlocksPerMultiprocessor(a.Registers,
+                    a.StaticSharedMemoryBytes + DecodeLaunchPlan.TunedSharedMemoryBytes(Type, HeadDim), DecodeLaunchPlan.Threads,
                     d.RegistersPerMultiprocessor, d.SharedMemoryPerMultiprocessorBytes, d.MaxThreadsPerMultiprocessor);
             }
             return _blocksPerMultiprocessor;

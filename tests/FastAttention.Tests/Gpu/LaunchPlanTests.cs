@@ -67,7 +67,8 @@ public sealed class LaunchPlanTests
             new GpuDecodeOptions { Softcap = 30 }, new DecodeDevice(8, 2), Operands(7));
         Assert.That(plan.Split, Is.EqualTo(new DecodePlan(1, 48, 2)));
         Assert.That(plan.KernelName, Is.EqualTo("fa_paged_decode_hd128_bf16"));
-        Assert.That(plan.Config, Is.EqualTo(new LaunchConfig(new Dim3(2, 64, 2), 128)));
+        // The fp16/bf16 tuned kernel stages 3 tiles of 64 keys of K and V (128 x 2 bytes a row) plus 2 x 64 page ids.
+        Assert.That(plan.Config, Is.EqualTo(new LaunchConfig(new Dim3(2, 64, 2), 128, 3 * 2 * 64 * 128 * 2 + 2 * 64 * 4)));
         Assert.That(plan.CombineConfig, Is.Null);
         Assert.That(plan.ScratchElements, Is.Zero);
         var p = plan.Parameters(0x9999);
@@ -104,6 +105,28 @@ public sealed class LaunchPlanTests
         var tuned = DecodeLaunchPlan.Create(KernelElementType.Float32, pool, 2, 5, 8, 1000, 0.125f, new AttentionMask(),
             new GpuDecodeOptions { Splits = 4 }, new DecodeDevice(132, 2), Operands());
         Assert.That(tuned.Config, Is.EqualTo(new LaunchConfig(new Dim3(4, 2, 2 * 4), 128)), "tuned: (Hkv, B, row chunks x splits)");
+    }
+
+    [TestCase(KernelElementType.Float16, 64, 49664)]
+    [TestCase(KernelElementType.BFloat16, 128, 98816)]
+    [TestCase(KernelElementType.Float16, 256, 131584)]
+    [TestCase(KernelElementType.Float32, 128, 0)]
+    public void TheTunedKernelGetsItsSharedMemoryOrFallsBackToThePlainOne(KernelElementType type, int d, int bytes)
+    {
+        Assert.That(DecodeLaunchPlan.TunedSharedMemoryBytes(type, d), Is.EqualTo(bytes));
+        var pool = KvPoolGeometry.Paged(100, 16, 2, d);
+        DecodeLaunchPlan Plan(int optIn) => DecodeLaunchPlan.Create(type, pool, 3, 1, 8, 500, 0.1f, new AttentionMask(),
+            GpuDecodeOptions.Default, new DecodeDevice(132, 2, optIn), Operands());
+        // sm_90 opts in to 227 KiB per block: every tuned variant fits.
+        var tuned = Plan(232448);
+        Assert.That(tuned.KernelName, Is.EqualTo(DecodeLaunchPlan.DecodeKernelName(DecodeKernel.Tuned, type, d)));
+        Assert.That(tuned.Config.DynamicSharedMemoryBytes, Is.EqualTo(bytes));
+        // sm_86 / sm_89 allow 99 KiB: D = 256 fp16/bf16 runs the plain kernel (its grid, no dynamic shared memory).
+        var small = Plan(101376);
+        bool fits = bytes <= 101376;
+        Assert.That(small.KernelName, Is.EqualTo(DecodeLaunchPlan.DecodeKernelName(fits ? DecodeKernel.Tuned : DecodeKernel.Plain, type, d)));
+        Assert.That(small.Config.DynamicSharedMemoryBytes, Is.EqualTo(fits ? bytes : 0));
+        if (!fits) Assert.That(small.Config.Grid, Is.EqualTo(new Dim3(8, 3, (uint)small.Split.Splits)), "plain grid: (H, B, splits)");
     }
 
     [Test]
