@@ -14,8 +14,12 @@
 #   sanitizer  a cheap check first (compute-sanitizer --version and one small GPU test under memcheck;
 #              "skipped: <reason>" if the tool cannot run here), then memcheck and racecheck on a small
 #              representative subset                                                                -> sanitizer.log
+#   profile    only when PROFILE_KERNELS is set (an ncu --kernel-name regex, e.g. 'fa_paged_decode_hd128_f16'):
+#              Nsight Compute's speed-of-light, occupancy, launch, warp-state and memory sections for
+#              PROFILE_COUNT (2) launches after PROFILE_SKIP (3), while `bench gpu --quick --only PROFILE_SECTIONS`
+#              (decode) runs                                                                           -> profile.txt
 #   summary    GPU, driver, CUDA/NVRTC, registers/spills per kernel, ratios vs the peer              -> summary.md
-# Everything else a stage prints goes to suite.log. At most 7 files, flat, in <log-dir>.
+# Everything else a stage prints goes to suite.log. At most 8 files, flat, in <log-dir>.
 #
 #   perf/gpu/run-gpu-suite.sh <bundle-dir> <log-dir> [--quick]
 #
@@ -25,7 +29,8 @@
 # summary's 15 s: a stage is cut to what is left, or skipped when under 5 s are left.
 #   full:   unpack 30, env 20, probe 20, warm 60, tests 130, bench 100, peers 60, sanitizer 45, summary 15 = 480
 #   quick:  unpack 30, env 20, probe 20, warm 40, tests 45,  bench 35,  peers 20, sanitizer 15, summary 15 = 240
-#   (CAP_UNPACK, CAP_ENV, CAP_PROBE, CAP_WARM, CAP_TESTS, CAP_BENCH, CAP_PEERS, CAP_SANITIZER)
+#   (CAP_UNPACK, CAP_ENV, CAP_PROBE, CAP_WARM, CAP_TESTS, CAP_BENCH, CAP_PEERS, CAP_SANITIZER); the profile stage,
+#   CAP_PROFILE (60), runs only when asked for, so raise SUITE_BUDGET by as much when you ask for it.
 # Exit status: 0 when every stage that could run passed, 1 otherwise (a stage failed or timed out, or a GPU is
 # listed but unusable); stages that need a GPU report "no GPU" and are skipped (not failed) where there is none.
 set -uo pipefail
@@ -277,6 +282,20 @@ else
         why="$(grep -m1 -iE 'error|refus|not supported|timed out' "$sanitizer_log" | cut -c1-160)"
         sed -i '$d' "$status_file"
         skip_stage sanitizer "the check under compute-sanitizer did not run (exit $stage_rc${why:+: $why})"
+    fi
+fi
+
+# ---- Nsight Compute profile of chosen kernels (only when asked for) ------------------------------------------------
+if [[ -n "${PROFILE_KERNELS:-}" ]]; then
+    if (( ! have_gpu )); then
+        skip_stage profile "no GPU"
+    elif ! command -v ncu >/dev/null 2>&1; then
+        skip_stage profile "ncu not found"
+    else
+        run_stage profile "${CAP_PROFILE:-60}" "$logs/profile.txt" ncu --kernel-name "regex:$PROFILE_KERNELS" \
+            --launch-skip "${PROFILE_SKIP:-3}" --launch-count "${PROFILE_COUNT:-2}" \
+            --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
+            "$DOTNET_ROOT/dotnet" "$bench_dll" gpu --quick --only "${PROFILE_SECTIONS:-decode}"
     fi
 fi
 

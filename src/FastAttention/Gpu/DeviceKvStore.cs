@@ -1,5 +1,6 @@
 // The device side shared by CudaPagedKvCache and CudaKvCache: K/V pools with their row strides, the kernels of both
 // families, the launch-parameter structs they take (mirrors of the C structs), and reusable staging and scratch.
+using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using FastAttention.Compilation;
 using FastAttention.Interop;
@@ -98,7 +99,7 @@ internal sealed class DeviceKvStore<T> : IDisposable where T : unmanaged
     private CudaModule? _decodeModule, _appendModule;
     private DeviceBuffer<float>? _scratch;
     private int _blocksPerMultiprocessor;
-    private readonly HashSet<string> _sharedMemoryRaised = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, bool> _sharedMemoryRaised = new(StringComparer.Ordinal);
 
     public DeviceKvStore(CudaContext context, long rows, int pageSize, long headStride, int kvHeads, int headDim)
     {
@@ -143,7 +144,7 @@ internal sealed class DeviceKvStore<T> : IDisposable where T : unmanaged
     public CudaKernel DecodeModuleKernel(string name, int dynamicSharedBytes = 0)
     {
         CudaKernel kernel = DecodeModule.GetKernel(name);
-        if (dynamicSharedBytes > 48 * 1024 && _sharedMemoryRaised.Add(name)) kernel.SetMaxDynamicSharedMemory(dynamicSharedBytes);
+        if (dynamicSharedBytes > 48 * 1024 && _sharedMemoryRaised.TryAdd(name, true)) kernel.SetMaxDynamicSharedMemory(dynamicSharedBytes);
         return kernel;
     }
 
