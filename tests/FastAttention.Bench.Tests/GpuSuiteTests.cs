@@ -1,7 +1,7 @@
 // run-gpu-suite.sh's control flow without a GPU, on a fake bundle (a shell `dotnet` that answers the probe as told,
 // fake nvidia-smi / compute-sanitizer / python3 on PATH): a listed but unusable GPU fails the suite with the probe's
-// reason after trying the Python environment's NVRTC; a sanitizer that cannot run is skipped, not failed; the suite
-// budget cuts the stages. Also `gpu --warm` and GpuWarm.CompileAll (NVRTC, no GPU): the disk cache is reused.
+// reason after trying the Python environment's NVRTC; a sanitizer that cannot run is skipped, not failed, while a test
+// failing under it is a finding; the Nsight Compute profile runs only when asked for; the suite budget cuts the stages. Also `gpu --warm` and GpuWarm.CompileAll (NVRTC, no GPU): the disk cache is reused.
 using System.Diagnostics;
 using FastAttention.Bench.Gpu;
 using FastAttention.Compilation;
@@ -106,6 +106,38 @@ public sealed class GpuSuiteTests
     }
 
     [Test]
+    public void ATestFailingUnderTheSanitizerIsAFindingAndTheSubsetStillRuns()
+    {
+        // The tool ran the check's test host (it printed its run summary), and a test failed: not "cannot run".
+        var run = RunSuite(probeRc: 0, sanitizer: """case "$*" in *UtilityKernelsMatchTheCpu*) echo "Test run summary: Failed! - fake"; exit 2;; esac; exit 0""");
+        Assert.That(run.ExitCode, Is.EqualTo(1), run.Output);
+        string suite = File.ReadAllText(Path.Combine(_dir, "logs", "suite.log"));
+        Assert.That(Stage(suite, "sanitizer-check"), Is.EqualTo("failed (exit 2)"));
+        Assert.That(Stage(suite, "sanitizer-memcheck"), Is.EqualTo("passed"));
+        Assert.That(Stage(suite, "sanitizer-racecheck"), Is.EqualTo("passed"));
+    }
+
+    [Test]
+    public void TheProfileStageRunsNcuOnTheChosenKernelsOnlyWhenAskedFor()
+    {
+        var quiet = RunSuite(probeRc: 0, sanitizer: "exit 0");
+        Assert.That(quiet.ExitCode, Is.Zero, quiet.Output);
+        Assert.That(File.ReadAllText(Path.Combine(_dir, "logs", "suite.log")), Does.Not.Contain("stage profile"), "no profile unless asked for");
+
+        var noNcu = RunSuite(probeRc: 0, sanitizer: "exit 0", ("PROFILE_KERNELS", "fa_paged_decode_hd128_f16"));
+        Assert.That(Stage(File.ReadAllText(Path.Combine(_dir, "logs", "suite.log")), "profile"), Is.EqualTo("skipped: ncu not found"), noNcu.Output);
+
+        Directory.CreateDirectory(Path.Combine(_dir, "bin"));
+        Script(Path.Combine(_dir, "bin", "ncu"), "echo \"fake ncu $*\"");
+        var run = RunSuite(probeRc: 0, sanitizer: "exit 0", ("PROFILE_KERNELS", "fa_paged_decode_hd128_f16"), ("SUITE_BUDGET", "540"));
+        Assert.That(run.ExitCode, Is.Zero, run.Output);
+        Assert.That(Stage(File.ReadAllText(Path.Combine(_dir, "logs", "suite.log")), "profile"), Is.EqualTo("passed"));
+        string profile = File.ReadAllText(Path.Combine(_dir, "logs", "profile.txt"));
+        Assert.That(profile, Does.Contain("--kernel-name regex:fa_paged_decode_hd128_f16 --launch-skip 3 --launch-count 2"));
+        Assert.That(profile, Does.Contain("gpu --quick --only decode"));
+    }
+
+    [Test]
     public void TheBudgetSkipsStagesThatNoLongerFit()
     {
         // 24 s budget less the summary's 15 s leaves 9 s: the warm stage (6 s) fits, nothing after it does.
@@ -158,7 +190,7 @@ public sealed class GpuSuiteTests
         File.WriteAllText(Path.Combine(apps, "tests", "FastAttention.Tests.dll"), "");
         File.WriteAllText(Path.Combine(apps, "bench", "FastAttention.Bench.dll"), "");
         Assert.That(Run("/bin/bash", ["-c", $"tar -C '{runtime}' -cJf '{bundle}/dotnet-runtime.tar.xz' . && tar -C '{apps}' -cJf '{bundle}/apps.tar.xz' ."], []).ExitCode, Is.Zero);
-        File.Copy(Path.Combine(root, "perf", "gpu", "summarize.py"), Path.Combine(bundle, "summarize.py"));
+        File.Copy(Path.Combine(root, "perf", "gpu", "summarize.py"), Path.Combine(bundle, "summarize.py"), overwrite: true);
         var env = new List<(string, string)> { ("PATH", $"{fakeBin}:/usr/bin:/bin"), ("HOME", _dir), ("TMPDIR", _dir) };
         env.AddRange(environment);
         return Run("/bin/bash", [Path.Combine(root, "perf", "gpu", "run-gpu-suite.sh"), bundle, Path.Combine(_dir, "logs")], env);
