@@ -143,6 +143,24 @@ FA_DEVICE void fa_store_row(const fa_decode_params& p, int b, int qi, int h, int
     }
 }
 
+// The rows and keys one tuned block covers (grid (Hkv, B, row_chunks * num_splits), blockIdx.z = chunk * num_splits +
+// split): rows [row0, row0 + rows) of the q_len * group rows sharing KV head kvh, over the len keys of batch entry b.
+struct fa_decode_block
+{
+    int kvh, b, split, row0, rows, len;
+};
+FA_DEVICE fa_decode_block fa_block_of(const fa_decode_params& p)
+{
+    fa_decode_block k;
+    k.kvh = blockIdx.x;
+    k.b = blockIdx.y;
+    k.split = blockIdx.z % p.num_splits;
+    k.row0 = (blockIdx.z / p.num_splits) * FA_ROWS;
+    k.rows = min(FA_ROWS, p.q_len * p.group - k.row0);
+    k.len = p.seq_lens[k.b];
+    return k;
+}
+
 #if FA_DTYPE != FA_DTYPE_F32
 // ---- tuned kernel, fp16 / bf16: tensor cores, K/V pages staged in shared memory --------------------------------
 // Why this shape (measured on H200: the previous vectorised SIMT kernel reached ~14% of HBM bandwidth): a decode is
@@ -221,11 +239,7 @@ extern "C" __global__ void __launch_bounds__(FA_THREADS) FA_KERNEL(fa_paged_deco
     int (*s_pages)[FA_KT] = (int (*)[FA_KT])(smem_ptr + FA_PAGES_OFF);
     const fa_u32 smem = fa_smem_addr(smem_ptr);
 
-    const int kvh = blockIdx.x, b = blockIdx.y;
-    const int split = blockIdx.z % p.num_splits, chunk = blockIdx.z / p.num_splits;
-    const int row0 = chunk * FA_ROWS;
-    const int rows = min(FA_ROWS, p.q_len * p.group - row0);
-    const int len = p.seq_lens[b];
+    const auto [kvh, b, split, row0, rows, len] = fa_block_of(p);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int g = lane >> 2, t = lane & 3;   // fragment row group, thread in group
 
@@ -456,11 +470,7 @@ extern "C" __global__ void __launch_bounds__(FA_THREADS) FA_KERNEL(fa_paged_deco
     __shared__ float s_l[FA_GROUPS][FA_ROWS];
     __shared__ __align__(16) float s_acc[FA_GROUPS][FA_ROWS][FA_D];
 
-    const int kvh = blockIdx.x, b = blockIdx.y;
-    const int split = blockIdx.z % p.num_splits, chunk = blockIdx.z / p.num_splits;
-    const int row0 = chunk * FA_ROWS;
-    const int rows = min(FA_ROWS, p.q_len * p.group - row0);
-    const int len = p.seq_lens[b];
+    const auto [kvh, b, split, row0, rows, len] = fa_block_of(p);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int kg = warp * FA_GPW + lane / FA_LANES;   // key group of this lane
     const int kl = lane % FA_LANES;                     // lane within the key group
