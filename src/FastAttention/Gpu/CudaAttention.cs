@@ -38,7 +38,6 @@ public sealed class CudaAttention : IDisposable
     private readonly Lock _lock = new();
     private readonly KernelCompiler _compiler;
     private readonly Dictionary<string, CudaModule> _modules = new(StringComparer.Ordinal);
-    private readonly HashSet<string> _sharedMemoryRaised = new(StringComparer.Ordinal);
     private readonly CudaStream _defaultStream;
     private DeviceBuffer<int>? _tables;
     private PinnedHostBuffer<int>? _staging;
@@ -161,12 +160,7 @@ public sealed class CudaAttention : IDisposable
             _modules.Add(plan.Specialization.Name, module);
         }
         CudaKernel kernel = module.GetKernel(plan.KernelName);
-        int smem = plan.Launch.DynamicSharedMemoryBytes;
-        if (smem > 48 * 1024 && !_sharedMemoryRaised.Contains(plan.KernelName))
-        {
-            kernel.SetMaxDynamicSharedMemory(smem);
-            _sharedMemoryRaised.Add(plan.KernelName);
-        }
+        kernel.EnsureDynamicSharedMemory(plan.Launch.DynamicSharedMemoryBytes);
         return kernel;
     }
 

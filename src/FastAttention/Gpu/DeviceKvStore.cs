@@ -1,6 +1,5 @@
 // The device side shared by CudaPagedKvCache and CudaKvCache: K/V pools with their row strides, the kernels of both
 // families, the launch-parameter structs they take (mirrors of the C structs), and reusable staging and scratch.
-using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using FastAttention.Compilation;
 using FastAttention.Interop;
@@ -99,7 +98,6 @@ internal sealed class DeviceKvStore<T> : IDisposable where T : unmanaged
     private CudaModule? _decodeModule, _appendModule;
     private DeviceBuffer<float>? _scratch;
     private int _blocksPerMultiprocessor;
-    private readonly ConcurrentDictionary<string, bool> _sharedMemoryRaised = new(StringComparer.Ordinal);
 
     public DeviceKvStore(CudaContext context, long rows, int pageSize, long headStride, int kvHeads, int headDim)
     {
@@ -139,12 +137,12 @@ internal sealed class DeviceKvStore<T> : IDisposable where T : unmanaged
 
     /// <summary>
     /// A kernel of the decode module (paged_decode.cu) by name, allowed <paramref name="dynamicSharedBytes"/> of dynamic
-    /// shared memory (raised once per kernel past the default 48 KiB).
+    /// shared memory (the kernel's limit is raised when that is above it).
     /// </summary>
     public CudaKernel DecodeModuleKernel(string name, int dynamicSharedBytes = 0)
     {
         CudaKernel kernel = DecodeModule.GetKernel(name);
-        if (dynamicSharedBytes > 48 * 1024 && _sharedMemoryRaised.TryAdd(name, true)) kernel.SetMaxDynamicSharedMemory(dynamicSharedBytes);
+        kernel.EnsureDynamicSharedMemory(dynamicSharedBytes);
         return kernel;
     }
 

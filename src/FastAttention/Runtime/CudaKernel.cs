@@ -27,7 +27,11 @@ public readonly record struct LaunchConfig(Dim3 Grid, Dim3 Block, int DynamicSha
 /// <summary>A kernel (CUfunction) of a loaded <see cref="CudaModule"/>.</summary>
 public sealed class CudaKernel
 {
+    /// <summary>Dynamic shared memory a launch may use before <see cref="SetMaxDynamicSharedMemory"/> raises it.</summary>
+    internal const int DefaultDynamicSharedMemoryBytes = 48 * 1024;
+
     private readonly nint _function;
+    private int _dynamicSharedAllowed = DefaultDynamicSharedMemoryBytes;
 
     internal CudaKernel(CudaModule module, string name, nint function, KernelResourceUsage? compileReport)
     {
@@ -90,6 +94,19 @@ public sealed class CudaKernel
         nint function = Handle;
         Module.Context.MakeCurrent();
         NativeStatus.Check(CudaDriver.cuFuncSetAttribute(function, CuFunctionAttribute.MaxDynamicSharedSizeBytes, bytes));
+        Volatile.Write(ref _dynamicSharedAllowed, bytes);
+    }
+
+    /// <summary>
+    /// Raises the kernel's dynamic shared memory limit to <paramref name="bytes"/> when that is more than it allows now
+    /// (<see cref="DefaultDynamicSharedMemoryBytes"/> until raised); a no-op otherwise, so callers can ask before every launch.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="bytes"/> is above the device's opt-in limit.</exception>
+    /// <exception cref="ObjectDisposedException">The module was unloaded.</exception>
+    /// <exception cref="CudaException">The driver refused the value.</exception>
+    internal void EnsureDynamicSharedMemory(int bytes)
+    {
+        if (bytes > Volatile.Read(ref _dynamicSharedAllowed)) SetMaxDynamicSharedMemory(bytes);
     }
 
     /// <summary>
