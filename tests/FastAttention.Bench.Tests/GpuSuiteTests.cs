@@ -1,7 +1,8 @@
 // run-gpu-suite.sh's control flow without a GPU, on a fake bundle (a shell `dotnet` that answers the probe as told,
 // fake nvidia-smi / compute-sanitizer / python3 on PATH): a listed but unusable GPU fails the suite with the probe's
 // reason after trying the Python environment's NVRTC; a sanitizer that cannot run is skipped, not failed, while a test
-// failing under it is a finding; the Nsight Compute profile runs only when asked for; the suite budget cuts the stages. Also `gpu --warm` and GpuWarm.CompileAll (NVRTC, no GPU): the disk cache is reused.
+// failing under it is a finding; the Nsight Compute profile runs only when asked for; the suite budget cuts the stages.
+// Also `gpu --warm` and GpuWarm.CompileAll (NVRTC, no GPU): the disk cache is reused.
 using System.Diagnostics;
 using FastAttention.Bench.Gpu;
 using FastAttention.Compilation;
