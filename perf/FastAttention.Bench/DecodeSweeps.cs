@@ -31,15 +31,24 @@ internal static class DecodeSweeps
         _ => [1024, 2048, 4096, 8192, 16384],
     };
 
+    /// <summary>Floats read between timed runs to evict the last run's bytes from the caches (256 MiB, above any L3 here).</summary>
+    private const int EvictFloats = 64 << 20;
+
     /// <summary>
     /// Times decode of one new token per sequence against every context, over a contiguous and a paged
     /// cache; each decode run is followed by a parallel plain read (sum) of the same K/V bytes, so both
-    /// see the same memory conditions and the ratio is fair on a shared machine.
+    /// see the same memory conditions and the ratio is fair on a shared machine. Before each timed run an
+    /// unrelated buffer larger than the L3 is read, so both start from memory: otherwise the smaller
+    /// contexts partly fit the L3 and each run inherits, in its own access order, what the other left there
+    /// (the plain read of context 1024 then exceeded the measured DRAM bandwidth). A model's decode step
+    /// meets a layer's cache cold too: the other layers' caches were read in between.
     /// </summary>
     public static List<DecodeRow> RunBandwidth(RunScale scale, int threads, RunPolicy policy, Action<string> log)
     {
         var rows = new List<DecodeRow>();
         var random = new Random(7);
+        float[] evict = scale == RunScale.Smoke ? new float[1 << 16] : CachePool.Allocate<float>(EvictFloats);
+        evict.AsSpan().Fill(1f / 1024);
         foreach (int context in Contexts(scale))
         {
             var tokens = new float[context * Heads * HeadDim];
@@ -55,7 +64,7 @@ internal static class DecodeSweeps
                 log($"decode contiguous, context {context}");
                 var cache = new KvCache<float>(Batch, context, Heads, HeadDim);
                 for (int b = 0; b < Batch; b++) cache.Append(b, block, block);
-                rows.Add(Measure("contiguous", context, bytes, policy, threads,
+                rows.Add(Measure("contiguous", context, bytes, policy, threads, evict,
                     () => CpuAttention.Decode<float>(new ReadOnlyTensorSpan<float>(query, [Batch, 1, Heads, HeadDim], default), cache,
                         new TensorSpan<float>(output, [Batch, 1, Heads, HeadDim], default), options),
                     (c, chunks) => SumChunk(cache.KeyStorage, cache.ValueStorage, c, chunks)));
@@ -70,7 +79,7 @@ internal static class DecodeSweeps
                     ids[b] = cache.CreateSequence();
                     cache.Append(ids[b], block, block);
                 }
-                rows.Add(Measure($"paged ({PageSize})", context, bytes, policy, threads,
+                rows.Add(Measure($"paged ({PageSize})", context, bytes, policy, threads, evict,
                     () => CpuAttention.Decode<float>(new ReadOnlyTensorSpan<float>(query, [Batch, 1, Heads, HeadDim], default), cache, ids,
                         new TensorSpan<float>(output, [Batch, 1, Heads, HeadDim], default), options),
                     (c, chunks) => SumChunk(cache.KeyStorage, cache.ValueStorage, c, chunks)));
@@ -94,25 +103,32 @@ internal static class DecodeSweeps
 
     /// <summary>
     /// Times <paramref name="decode"/> against a plain parallel read (sum) of the cache's own K/V pools,
-    /// so both read the same pages (the pools are huge-page backed where the OS allows, a copy would not be).
+    /// so both read the same pages (the pools are huge-page backed where the OS allows, a copy would not be),
+    /// each after a read of <paramref name="evict"/> that is not timed.
     /// </summary>
-    private static DecodeRow Measure(string name, int context, long bytes, RunPolicy policy, int threads, Action decode, Func<int, int, float> sumChunk)
+    private static DecodeRow Measure(string name, int context, long bytes, RunPolicy policy, int threads, float[] evict, Action decode,
+        Func<int, int, float> sumChunk)
     {
-        var sink = new float[64];
-        void Read()
+        const int chunks = 32;
+        var sink = new float[2 * chunks];
+        var parallel = new ParallelOptions { MaxDegreeOfParallelism = threads };
+        void Read() => Parallel.For(0, chunks, parallel, c => sink[c] = sumChunk(c, chunks));
+        void Evict() => Parallel.For(0, chunks, parallel, c =>
         {
-            const int chunks = 32;
-            Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, c => sink[c] = sumChunk(c, chunks));
-        }
+            int length = evict.Length / chunks;
+            sink[chunks + c] = Peak.Sum(evict.AsSpan(c * length, length));
+        });
         for (int i = 0; i < policy.WarmUps; i++) { decode(); Read(); }
         var decodeMs = new List<double>();
         var readMs = new List<double>();
         double total = 0;
         while (decodeMs.Count < policy.MaxRuns && (decodeMs.Count < policy.MinRuns || total < policy.MinSeconds))
         {
+            Evict();
             long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
             decode();
             double d = System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+            Evict();
             t0 = System.Diagnostics.Stopwatch.GetTimestamp();
             Read();
             double r = System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds;

@@ -143,7 +143,8 @@ internal static class Report
     public static ReportTable DecodeTable(IReadOnlyList<DecodeRow> rows, PeakResult p)
     {
         var t = new ReportTable($"Decode over KV caches (fp32, B = {DecodeSweeps.Batch}, H = Hkv = {DecodeSweeps.Heads}, D = {DecodeSweeps.HeadDim}, one new token)")
-            .Note("Each decode run is followed by a plain parallel read (sum) of the same K/V bytes in the cache's own pools; \"% of read\" is the ratio of the two medians; " +
+            .Note("Each decode run is followed by a plain parallel read (sum) of the same K/V bytes in the cache's own pools, and both start cold " +
+                  "(a 256 MiB unrelated read before each, untimed); \"% of read\" is the ratio of the two medians; " +
                   "\"% DRAM peak\" compares the decode with the measured DRAM read bandwidth above.")
             .Cols("cache", ">context", ">K+V MB", ">decode ms", ">decode GB/s", ">plain read GB/s", ">% of read", ">% DRAM peak");
         foreach (var r in rows)
