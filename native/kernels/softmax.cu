@@ -8,6 +8,7 @@
 //
 // Kernels (FA_NAME appends f32 / f16 / bf16); each handles any row count (grid-stride over rows):
 //   fa_softmax_plain_*   plain SIMT: one warp per row, scalar strided loads, three passes (max, sum, write).
+//   fa_softmax_group_*   tuned, Sk <= 256: 8 threads per row (16 rows per 128-thread CTA), otherwise as the warp kernel.
 //   fa_softmax_warp_*    tuned, Sk <= 1024: one warp per row (4 rows per 128-thread CTA), 32 values per lane kept
 //                        in registers, 16-byte loads/stores where aligned: one read, one write. Unit last stride.
 //   fa_softmax_block_*   tuned, Sk <= 8192: one 256-thread CTA per row, 32 values per thread in registers; same
@@ -58,12 +59,25 @@ struct fa_softmax_row
     const unsigned char* keep;     // this row's key-block flags [k_blocks], or null
 };
 
+// Row r = (b * heads + h) * sq + i. 32-bit division when every row index fits (a 64-bit division is a long
+// software sequence, and rows of a few hundred keys cost little else).
 FA_DEVICE fa_softmax_row fa_softmax_locate(const fa_softmax_params& p, fa_i64 r)
 {
-    const int i = (int)(r % p.sq);
-    const fa_i64 bh = r / p.sq;
-    const int h = (int)(bh % p.heads);
-    const int b = (int)(bh / p.heads);
+    int i, h, b;
+    if (p.rows <= 0xffffffffLL)
+    {
+        const unsigned ur = (unsigned)r, bh = ur / (unsigned)p.sq;
+        i = (int)(ur - bh * (unsigned)p.sq);
+        b = (int)(bh / (unsigned)p.heads);
+        h = (int)(bh - (unsigned)b * (unsigned)p.heads);
+    }
+    else
+    {
+        const fa_i64 bh = r / p.sq;
+        i = (int)(r - bh * p.sq);
+        b = (int)(bh / p.heads);
+        h = (int)(bh - (fa_i64)b * p.heads);
+    }
     fa_softmax_row row;
     row.x = p.x + b * p.xs0 + h * p.xs1 + i * p.xs2;
     row.y = p.y + b * p.ys0 + h * p.ys1 + i * p.ys2;
@@ -228,6 +242,9 @@ FA_DEVICE void fa_softmax_registers(const fa_softmax_params& p, float* red)
     constexpr int VEC = FA_SOFTMAX_VEC;
     constexpr int CHUNKS = FA_SOFTMAX_PER_THREAD / VEC;
     const int t = threadIdx.x % THREADS;
+    // Chunks that hold keys for some thread of the row (the same for every row): shorter rows skip the rest
+    // instead of predicating their loads, exponentials and stores element by element.
+    const int live = (p.sk + THREADS * VEC - 1) / (THREADS * VEC);
     for (fa_i64 r = (fa_i64)blockIdx.x * ROWS + threadIdx.x / THREADS; r < p.rows; r += (fa_i64)gridDim.x * ROWS)
     {
         const fa_softmax_row row = fa_softmax_locate(p, r);
@@ -236,6 +253,7 @@ FA_DEVICE void fa_softmax_registers(const fa_softmax_params& p, float* red)
 #pragma unroll
         for (int c = 0; c < CHUNKS; c++)
         {
+            if (c >= live) break;
             fa_softmax_load<true>(p, row, (fa_i64)(c * THREADS + t) * VEC, v[c]);
 #pragma unroll
             for (int e = 0; e < VEC; e++) m = fa_max(m, v[c][e]);
@@ -244,13 +262,18 @@ FA_DEVICE void fa_softmax_registers(const fa_softmax_params& p, float* red)
         if (m == fa_neg_inf())
         {
 #pragma unroll
-            for (int c = 0; c < CHUNKS; c++) fa_softmax_store_zero<true>(p, row, (fa_i64)(c * THREADS + t) * VEC);
+            for (int c = 0; c < CHUNKS; c++)
+            {
+                if (c >= live) break;
+                fa_softmax_store_zero<true>(p, row, (fa_i64)(c * THREADS + t) * VEC);
+            }
             continue;
         }
         float s = 0.0f;
 #pragma unroll
         for (int c = 0; c < CHUNKS; c++)
         {
+            if (c >= live) break;
 #pragma unroll
             for (int e = 0; e < VEC; e++)
             {
@@ -261,8 +284,87 @@ FA_DEVICE void fa_softmax_registers(const fa_softmax_params& p, float* red)
         s = fa_softmax_row_sum<THREADS>(s, red);
         const float inv = 1.0f / s;
 #pragma unroll
-        for (int c = 0; c < CHUNKS; c++) fa_softmax_store<true>(p, row, (fa_i64)(c * THREADS + t) * VEC, v[c], inv);
+        for (int c = 0; c < CHUNKS; c++)
+        {
+            if (c >= live) break;
+            fa_softmax_store<true>(p, row, (fa_i64)(c * THREADS + t) * VEC, v[c], inv);
+        }
     }
+}
+
+// ---- tuned, short rows: GROUP threads per row, 32 / GROUP rows per warp -------------------------------------------
+// Same register layout as above with GROUP threads per row, so a warp works on several rows at once and the per-row
+// work (locating the row, the two reductions) is shared out instead of being paid by 32 lanes for each row. The
+// shuffles name the whole warp, so every lane runs every iteration and both reductions, whether its row exists and
+// whether it sees a key; lanes of a row past the end touch no memory. A row that sees no key gets zeros.
+
+template <int GROUP, int ROWS>
+FA_DEVICE void fa_softmax_grouped(const fa_softmax_params& p)
+{
+    constexpr int VEC = FA_SOFTMAX_VEC;
+    constexpr int CHUNKS = FA_SOFTMAX_PER_THREAD / VEC;
+    static_assert(GROUP <= 32 && 32 % GROUP == 0, "a row's threads lie in one warp");
+    const int t = threadIdx.x % GROUP;
+    const int live = (p.sk + GROUP * VEC - 1) / (GROUP * VEC);
+    for (fa_i64 r0 = (fa_i64)blockIdx.x * ROWS; r0 < p.rows; r0 += (fa_i64)gridDim.x * ROWS)
+    {
+        const fa_i64 r = r0 + threadIdx.x / GROUP;
+        const bool exists = r < p.rows;
+        fa_softmax_row row;
+        if (exists)
+        {
+            row = fa_softmax_locate(p, r);
+        }
+        else
+        {
+            row.x = p.x;
+            row.y = p.y;
+            row.xs = p.xs3;
+            row.ys = p.ys3;
+            row.lo = 1;                // nothing visible: the loads below read nothing
+            row.hi = 0;
+            row.keep = nullptr;
+        }
+        float v[CHUNKS][VEC];
+        float m = fa_neg_inf();
+#pragma unroll
+        for (int c = 0; c < CHUNKS; c++)
+        {
+            if (c >= live) break;
+            fa_softmax_load<true>(p, row, (fa_i64)(c * GROUP + t) * VEC, v[c]);
+#pragma unroll
+            for (int e = 0; e < VEC; e++) m = fa_max(m, v[c][e]);
+        }
+        m = fa_group_max<GROUP>(m);
+        const bool seen = m != fa_neg_inf();
+        float s = 0.0f;
+#pragma unroll
+        for (int c = 0; c < CHUNKS; c++)
+        {
+            if (c >= live) break;
+#pragma unroll
+            for (int e = 0; e < VEC; e++)
+            {
+                v[c][e] = seen ? fa_exp2((v[c][e] - m) * p.log2_scale) : 0.0f;   // -inf -> 0
+                s += v[c][e];
+            }
+        }
+        s = fa_group_sum<GROUP>(s);
+        if (!exists) continue;
+        const float inv = seen ? 1.0f / s : 0.0f;
+#pragma unroll
+        for (int c = 0; c < CHUNKS; c++)
+        {
+            if (c >= live) break;
+            fa_softmax_store<true>(p, row, (fa_i64)(c * GROUP + t) * VEC, v[c], inv);
+        }
+    }
+}
+
+// Sk <= 256: 8 threads per row, 16 rows per CTA.
+extern "C" __global__ void __launch_bounds__(128) FA_NAME(fa_softmax_group)(const fa_softmax_params p)
+{
+    fa_softmax_grouped<8, 16>(p);
 }
 
 // Sk <= 1024: one warp per row, 4 rows per CTA.

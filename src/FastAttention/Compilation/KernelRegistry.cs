@@ -134,14 +134,14 @@ public static class KernelRegistry
 
     /// <summary>
     /// The fused row softmax (<c>softmax.cu</c>) over one element type: the plain SIMT kernel
-    /// <c>fa_softmax_plain_*</c> and the tuned <c>fa_softmax_warp_*</c> (rows up to 1024), <c>fa_softmax_block_*</c>
+    /// <c>fa_softmax_plain_*</c> and the tuned <c>fa_softmax_group_*</c> (rows up to 256), <c>fa_softmax_warp_*</c> (up to 1024), <c>fa_softmax_block_*</c>
     /// (up to 8192) and <c>fa_softmax_online_*</c> (any length). Used by <see cref="Gpu.CudaSoftmax"/>.
     /// </summary>
     public static KernelSpecialization Softmax(KernelElementType type)
     {
         string s = type.Suffix();
         return new KernelSpecialization($"softmax_{s}", "softmax.cu",
-            [$"fa_softmax_plain_{s}", $"fa_softmax_warp_{s}", $"fa_softmax_block_{s}", $"fa_softmax_online_{s}"],
+            [$"fa_softmax_plain_{s}", $"fa_softmax_group_{s}", $"fa_softmax_warp_{s}", $"fa_softmax_block_{s}", $"fa_softmax_online_{s}"],
             new Dictionary<string, string> { ["FA_DTYPE"] = ((int)type).ToString(System.Globalization.CultureInfo.InvariantCulture) });
     }
 

@@ -10,6 +10,8 @@ internal enum SoftmaxKernel
 {
     /// <summary><c>fa_softmax_plain_*</c>: one warp per row, three passes over memory.</summary>
     Plain,
+    /// <summary><c>fa_softmax_group_*</c>: <see cref="SoftmaxPlan.GroupThreads"/> threads per row, several rows per warp, values in registers; Sk up to <see cref="SoftmaxPlan.GroupMaxKeys"/>.</summary>
+    Group,
     /// <summary><c>fa_softmax_warp_*</c>: one warp per row, values in registers; Sk up to <see cref="SoftmaxPlan.WarpMaxKeys"/>.</summary>
     Warp,
     /// <summary><c>fa_softmax_block_*</c>: one CTA per row, values in registers; Sk up to <see cref="SoftmaxPlan.BlockMaxKeys"/>.</summary>
@@ -21,6 +23,12 @@ internal enum SoftmaxKernel
 /// <summary>A softmax launch: kernel, block size, rows per CTA and grid (grid-stride over rows).</summary>
 internal readonly record struct SoftmaxPlan(SoftmaxKernel Kernel, int ThreadsPerBlock, int RowsPerBlock, int Grid)
 {
+    /// <summary>Threads per row of the group kernel.</summary>
+    public const int GroupThreads = 8;
+
+    /// <summary>Longest row the group kernel holds in registers: 8 threads x 32 values.</summary>
+    public const int GroupMaxKeys = GroupThreads * 32;
+
     /// <summary>Longest row the warp kernel holds in registers: 32 lanes x 32 values.</summary>
     public const int WarpMaxKeys = 32 * 32;
 
@@ -35,8 +43,10 @@ internal readonly record struct SoftmaxPlan(SoftmaxKernel Kernel, int ThreadsPer
 
     /// <summary>
     /// Chooses the kernel for <paramref name="rows"/> rows of <paramref name="keys"/> keys: the plain variant always
-    /// runs the plain kernel; the tuned one, for rows with a unit last stride (<paramref name="unitStride"/>), a warp
-    /// per row up to 1024 keys and a CTA with the row in registers up to 8192, and otherwise (longer rows, strided
+    /// runs the plain kernel; the tuned one, for rows with a unit last stride (<paramref name="unitStride"/>), 8 threads
+    /// per row up to 256 keys (16 rows per CTA: the per-row work is shared by fewer lanes; measured on an H200 at 128
+    /// keys, one warp per row spent ~2 ns of the whole GPU per row whatever the length), a warp per row up to 1024
+    /// keys and a CTA with the row in registers up to 8192, and otherwise (longer rows, strided
     /// rows) the online CTA kernel. Whether accesses are 16 bytes wide is decided per call by the kernels. The grid covers every
     /// row, capped at <see cref="BlocksPerMultiprocessor"/> CTAs per SM.
     /// </summary>
@@ -48,6 +58,7 @@ internal readonly record struct SoftmaxPlan(SoftmaxKernel Kernel, int ThreadsPer
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(multiprocessors);
         (SoftmaxKernel kernel, int threads, int rowsPerBlock) =
             variant == CudaKernelVariant.Plain ? (SoftmaxKernel.Plain, 128, 4)
+            : unitStride && keys <= GroupMaxKeys ? (SoftmaxKernel.Group, 128, 128 / GroupThreads)
             : unitStride && keys <= WarpMaxKeys ? (SoftmaxKernel.Warp, 128, 4)
             : unitStride && keys <= BlockMaxKeys ? (SoftmaxKernel.Block, 256, 1)
             : (SoftmaxKernel.Online, 256, 1);

@@ -1,4 +1,4 @@
-// The fused softmax kernels (softmax.cu: plain, warp, block, online) run on the kernel emulator through the real host
+// The fused softmax kernels (softmax.cu: plain, group, warp, block, online) run on the kernel emulator through the real host
 // planning (SoftmaxParams.Create, SoftmaxPlan.For, SoftmaxMaskData), compared with the double reference and the CPU
 // softmax exactly as CudaSoftmaxTests does on a GPU. A small multiprocessor count makes the grid smaller than the
 // row count, so the grid-stride loops run too. Destinations start as NaN; guard zones are checked.
@@ -13,7 +13,7 @@ namespace FastAttention.Tests.Emulation;
 [Category("Emulated")]
 public sealed class EmulatedSoftmaxTests
 {
-    // Row lengths reach every kernel and its edges: warp (<= 1024), block (<= 8192), online (> 8192).
+    // Row lengths reach every kernel and its edges: group (<= 256), warp (<= 1024), block (<= 8192), online (> 8192).
     private static readonly (int B, int H, int Sq, int Sk, float Scale, string Mask, int Multiprocessors)[] Shapes =
     [
         (2, 3, 17, 1, 1f, "none", 2),
@@ -25,6 +25,10 @@ public sealed class EmulatedSoftmaxTests
         (1, 1, 3, 4097, 1f, "custom(4,128)", 1),
         (1, 1, 2, 8193, 0.3f, "causal", 1),
         (1, 2, 5, 33, 0f, "win(4,4)", 1),
+        // The group kernel's longest rows over 300 rows: 16 CTAs of 16 rows on one multiprocessor, then a second
+        // sweep with rows past the end; and the warp kernel's partly filled chunks.
+        (2, 3, 50, 256, 1f, "causal+klen", 1),
+        (1, 3, 17, 300, 0.8f, "win(40,-1)", 1),
     ];
 
     private static IEnumerable<TestCaseData> Cases()

@@ -11,8 +11,10 @@ namespace FastAttention.Tests.Gpu;
 [Parallelizable(ParallelScope.All)]
 public sealed class SoftmaxPlanTests
 {
-    [TestCase(1, "Warp")]
-    [TestCase(17, "Warp")]
+    [TestCase(1, "Group")]
+    [TestCase(17, "Group")]
+    [TestCase(256, "Group")]
+    [TestCase(257, "Warp")]
     [TestCase(1024, "Warp")]
     [TestCase(1025, "Block")]
     [TestCase(8192, "Block")]
@@ -23,9 +25,10 @@ public sealed class SoftmaxPlanTests
         var expected = Enum.Parse<SoftmaxKernel>(expectedName);
         var plan = SoftmaxPlan.For(1000, keys, unitStride: true, CudaKernelVariant.Tuned, 132);
         Assert.That(plan.Kernel, Is.EqualTo(expected));
-        Assert.That(plan.ThreadsPerBlock, Is.EqualTo(expected == SoftmaxKernel.Warp ? 128 : 256));
-        Assert.That(plan.RowsPerBlock * (expected == SoftmaxKernel.Warp ? 32 : 256), Is.EqualTo(plan.ThreadsPerBlock),
-            "a warp per row or a CTA per row");
+        int threadsPerRow = expected switch { SoftmaxKernel.Group => SoftmaxPlan.GroupThreads, SoftmaxKernel.Warp => 32, _ => 256 };
+        Assert.That(plan.ThreadsPerBlock, Is.EqualTo(expected is SoftmaxKernel.Group or SoftmaxKernel.Warp ? 128 : 256));
+        Assert.That(plan.RowsPerBlock * threadsPerRow, Is.EqualTo(plan.ThreadsPerBlock), "8 threads, a warp or a CTA per row");
+        if (expected != SoftmaxKernel.Online) Assert.That(keys, Is.LessThanOrEqualTo(threadsPerRow * 32), "the row fits 32 values per thread");
     }
 
     [TestCase(17)]
@@ -51,9 +54,13 @@ public sealed class SoftmaxPlanTests
     [TestCase(4L * 132 * 16, 132 * 16)]
     [TestCase(4L * 132 * 16 + 1, 132 * 16)]
     [TestCase(1L << 40, 132 * 16)]
-    public void GridCoversTheRowsUpToTheCap(long rows, int expectedGrid)
+    [TestCase(16L, 1, 64)]
+    [TestCase(17L, 2, 64)]
+    [TestCase(16L * 132 * 16, 132 * 16, 64)]
+    [TestCase(16L * 132 * 16 + 1, 132 * 16, 64)]
+    public void GridCoversTheRowsUpToTheCap(long rows, int expectedGrid, int keys = 512)
     {
-        var plan = SoftmaxPlan.For(rows, 64, true, CudaKernelVariant.Tuned, 132);
+        var plan = SoftmaxPlan.For(rows, keys, true, CudaKernelVariant.Tuned, 132);
         Assert.That(plan.Grid, Is.EqualTo(expectedGrid));
         // Grid-stride: every row r is visited by CTA (r / RowsPerBlock) % Grid.
         Assert.That(Math.Min((rows + plan.RowsPerBlock - 1) / plan.RowsPerBlock, plan.Grid), Is.EqualTo(plan.Grid));
