@@ -49,62 +49,34 @@ struct fa_kv_append_params
 
 static_assert(sizeof(fa_kv_append_params) == 120, "fa_kv_append_params must match FastAttention.Gpu.KvAppendParams");
 
-// Each block appends a run of up to FA_APPEND_TOKENS consecutive new tokens, ceil(tokens / gridDim.x) of them (the
-// host sizes the grid). First one thread per token finds its batch entry (last b with start[b] <= t) and maps its
-// position through the entry's block table to (page, slot): a chain of dependent loads, now run for the block's tokens
-// side by side instead of once per block. Then all threads copy the tokens' Hkv rows of K and V in 16-byte vectors,
-// FA_APPEND_UNROLL vectors of each loaded before any is stored, so more bytes are in flight per thread.
-// grid: (ceil(N / tokens per block)), block: (128)
-#define FA_APPEND_TOKENS 8
-#define FA_APPEND_UNROLL 4
+// One block per new token: finds its batch entry (last b with start[b] <= t), maps its position through the
+// entry's block table to (page, slot), then copies Hkv rows of K and of V in 16-byte vectors.
+// grid: (N), block: (128)
 extern "C" __global__ void __launch_bounds__(FA_APPEND_THREADS) FA_KERNEL(fa_kv_append_hd)(const fa_kv_append_params p)
 {
-    __shared__ fa_i64 src_rows[FA_APPEND_TOKENS], dst_rows[FA_APPEND_TOKENS];
-    const int per_block = (p.tokens + (int)gridDim.x - 1) / (int)gridDim.x;
-    const int t0 = blockIdx.x * per_block;
-    const int count = min(per_block, p.tokens - t0);
-    if (threadIdx.x < count)
+    const int t = blockIdx.x;
+    int lo = 0, hi = p.entries - 1;
+    while (lo < hi)
     {
-        const int t = t0 + threadIdx.x;
-        int lo = 0, hi = p.entries - 1;
-        while (lo < hi)
-        {
-            int mid = (lo + hi + 1) >> 1;
-            if (p.entry_token_start[mid] <= t) lo = mid; else hi = mid - 1;
-        }
-        const int b = lo;
-        const int local = t - p.entry_token_start[b];
-        const int position = p.entry_position[b] + local;
-        const int page = p.block_tables[(fa_i64)b * p.table_stride + (position >> p.page_shift)];
-        dst_rows[threadIdx.x] = (fa_i64)page * p.pool_page_stride + (fa_i64)(position & ((1 << p.page_shift) - 1)) * FA_D;
-        src_rows[threadIdx.x] = p.ragged ? (fa_i64)t * p.src_token_stride
-                                         : (fa_i64)b * p.src_entry_stride + (fa_i64)local * p.src_token_stride;
+        int mid = (lo + hi + 1) >> 1;
+        if (p.entry_token_start[mid] <= t) lo = mid; else hi = mid - 1;
     }
-    __syncthreads();
-    const int per_token = p.kv_heads * FA_CHUNKS;
-    const int total = count * per_token;
-    for (int i0 = threadIdx.x; i0 < total; i0 += FA_APPEND_THREADS * FA_APPEND_UNROLL)
+    const int b = lo;
+    const int local = t - p.entry_token_start[b];
+    const int position = p.entry_position[b] + local;
+    const int page = p.block_tables[(fa_i64)b * p.table_stride + (position >> p.page_shift)];
+    const fa_i64 dst_row = (fa_i64)page * p.pool_page_stride + (fa_i64)(position & ((1 << p.page_shift) - 1)) * FA_D;
+    const fa_i64 src_row = p.ragged ? (fa_i64)t * p.src_token_stride
+                                    : (fa_i64)b * p.src_entry_stride + (fa_i64)local * p.src_token_stride;
+    for (int i = threadIdx.x; i < p.kv_heads * FA_CHUNKS; i += FA_APPEND_THREADS)
     {
-        fa_vec16 kv[FA_APPEND_UNROLL], vv[FA_APPEND_UNROLL];
-        fa_i64 dst[FA_APPEND_UNROLL];
-#pragma unroll
-        for (int u = 0; u < FA_APPEND_UNROLL; u++)
-        {
-            const int i = i0 + u * FA_APPEND_THREADS;
-            if (i >= total) break;
-            const int token = i / per_token, r = i - token * per_token, h = r / FA_CHUNKS, c = r % FA_CHUNKS;
-            const fa_i64 src = src_rows[token] + (fa_i64)h * p.src_head_stride + c * FA_VEC;
-            dst[u] = dst_rows[token] + (fa_i64)h * p.pool_head_stride + c * FA_VEC;
-            kv[u] = *reinterpret_cast<const fa_vec16*>(p.k_src + src);
-            vv[u] = *reinterpret_cast<const fa_vec16*>(p.v_src + src);
-        }
-#pragma unroll
-        for (int u = 0; u < FA_APPEND_UNROLL; u++)
-        {
-            if (i0 + u * FA_APPEND_THREADS >= total) break;
-            *reinterpret_cast<fa_vec16*>(p.k_pool + dst[u]) = kv[u];
-            *reinterpret_cast<fa_vec16*>(p.v_pool + dst[u]) = vv[u];
-        }
+        const int h = i / FA_CHUNKS, c = i % FA_CHUNKS;
+        const fa_i64 src = src_row + (fa_i64)h * p.src_head_stride + c * FA_VEC;
+        const fa_i64 dst = dst_row + (fa_i64)h * p.pool_head_stride + c * FA_VEC;
+        const fa_vec16 kv = *reinterpret_cast<const fa_vec16*>(p.k_src + src);
+        const fa_vec16 vv = *reinterpret_cast<const fa_vec16*>(p.v_src + src);
+        *reinterpret_cast<fa_vec16*>(p.k_pool + dst) = kv;
+        *reinterpret_cast<fa_vec16*>(p.v_pool + dst) = vv;
     }
 }
 

@@ -122,23 +122,6 @@ internal static class KvAppendLaunch
     /// <summary>Threads per block of both kernels.</summary>
     public const int Threads = 128;
 
-    /// <summary>Most new tokens one append block writes (<c>FA_APPEND_TOKENS</c> in kv_append.cu).</summary>
-    public const int MaxTokensPerBlock = 8;
-
-    /// <summary>Appends up to this many tokens get one block per token; larger ones fill blocks up to <see cref="MaxTokensPerBlock"/>.</summary>
-    public const int BlocksBeforeSharing = 1024;
-
-    /// <summary>
-    /// Append blocks for <paramref name="tokens"/> tokens: one per token up to <see cref="BlocksBeforeSharing"/> (a decode
-    /// step's few tokens keep every block busy), then ceil(tokens / k) with k = min(8, ceil(tokens / 1024)) tokens per
-    /// block. The kernel gives each block ceil(tokens / grid) tokens, never more than 8.
-    /// </summary>
-    public static int AppendBlocks(int tokens)
-    {
-        int perBlock = Math.Min(MaxTokensPerBlock, (tokens + BlocksBeforeSharing - 1) / BlocksBeforeSharing);
-        return (tokens + perBlock - 1) / perBlock;
-    }
-
     /// <summary>Name of the append kernel.</summary>
     public static string AppendKernelName(KernelElementType type, int headDim) => $"fa_kv_append_hd{headDim}_{type.Suffix()}";
 
@@ -146,7 +129,7 @@ internal static class KvAppendLaunch
     public static string CopyKernelName(KernelElementType type, int headDim) => $"fa_kv_copy_pages_hd{headDim}_{type.Suffix()}";
 
     /// <summary>
-    /// The append of <paramref name="tokens"/> source rows of <paramref name="entries"/> batch entries: <see cref="AppendBlocks"/> blocks.
+    /// The append of <paramref name="tokens"/> source rows of <paramref name="entries"/> batch entries: one block per token.
     /// <paramref name="tables"/>, <paramref name="tokenStarts"/> and <paramref name="positions"/> are the staged arrays' addresses.
     /// </summary>
     public static (KvAppendParams Parameters, LaunchConfig Config) Append(KvPoolGeometry pool, nint keyPool, nint valuePool,
@@ -161,7 +144,7 @@ internal static class KvAppendLaunch
             PoolHeadStride = pool.HeadStride, PoolPageStride = pool.PageStride,
             Entries = entries, Tokens = tokens, KvHeads = pool.KvHeads, TableStride = tableStride, PageShift = pool.PageShift, Ragged = ragged ? 1 : 0,
         };
-        return (p, new LaunchConfig((uint)AppendBlocks(tokens), Threads));
+        return (p, new LaunchConfig((uint)tokens, Threads));
     }
 
     /// <summary>The copy of <paramref name="count"/> pages (triples at <paramref name="copies"/>): one block per (copy, KV head).</summary>
