@@ -44,8 +44,7 @@ internal static unsafe class FlashEngine
     {
         var s = args.Shape;
         int m = 2 * TOps.Count;
-        bool kInPlace = ReadInPlace<T>(k.Strides, s, m) || ReadKeysInPlace<T>(k.Strides, args.Mask),
-            vInPlace = ReadInPlace<T>(v.Strides, s, m);
+        bool kInPlace = ReadInPlace<T>(k.Strides, s, m), vInPlace = ReadInPlace<T>(v.Strides, s, m);
         int elements = checked(s.Batch * s.KeyLength * s.KvHeads * s.HeadDim);
         float[]? kBuffer = kInPlace ? null : ArrayPool<float>.Shared.Rent(elements);
         float[]? vBuffer = vInPlace ? null : ArrayPool<float>.Shared.Rent(elements);
@@ -83,19 +82,6 @@ internal static unsafe class FlashEngine
     private static bool ReadInPlace<T>(ReadOnlySpan<nint> strides, AttentionShape s, int tileColumns) =>
         typeof(T) == typeof(float) && strides[3] == 1 &&
         (strides[1] == s.HeadDim || (long)s.QueryLength * s.GroupSize <= tileColumns);
-
-    /// <summary>Block-sparse calls keeping at most this share of the blocks read fp32 K in place (see <see cref="ReadKeysInPlace{T}"/>).</summary>
-    internal const double KeysInPlaceDensity = 0.25;
-
-    /// <summary>
-    /// fp32 K with a unit head-dim stride is also read in place, whatever its row stride, by sparse block-sparse
-    /// calls: the score pass reads each K row once per block of micro-kernel rows (only V is re-read, once per
-    /// D-slice, and needs the L1-friendly copy), and the copy is a per-call cost the few kept blocks do not
-    /// amortise. Measured at S=4096, H=8, D=64 (BSHD): 0.45 ms less per call, 12% of the fixed per-call cost;
-    /// dense calls keep the copy (in place there was 1-3% slower, within the noise).
-    /// </summary>
-    private static bool ReadKeysInPlace<T>(ReadOnlySpan<nint> strides, AttentionMask mask) =>
-        typeof(T) == typeof(float) && strides[3] == 1 && mask.BlockMask is { } blocks && blocks.Density <= KeysInPlaceDensity;
 
     /// <summary>
     /// Copies K or V once per call into a pooled fp32 buffer <c>[B, Hkv, Sk, D]</c>, so the micro-kernel
