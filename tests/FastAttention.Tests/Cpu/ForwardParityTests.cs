@@ -102,6 +102,8 @@ public sealed class ForwardParityTests
         new("f32", 1, 113, 339, 2, 2, 64, "dense(16,32)"),
         new("f16", 1, 203, 203, 4, 2, 80, "dense(128,128)"),
         new("bf16", 2, 17, 17, 2, 2, 32, "dense(1,1)", Probs: true),
+        new("f32", 2, 339, 1025, 4, 2, 64, "randomh(16,16,2)", Probs: true),
+        new("f32", 1, 1023, 1025, 8, 2, 80, "local(64,64,1,1)"),
 
         // Combinations: causal + block-sparse, window + block-sparse, padding + block-sparse.
         new("f32", 1, 339, 339, 4, 4, 64, "causal+local(32,32,2,0)", Probs: true),
