@@ -38,7 +38,7 @@ internal static unsafe class Elements
         else if (typeof(T) == typeof(Half))
         {
             Half* s = (Half*)src;
-            if (stride == 1) { TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(s, n), new Span<float>(dst, n)); return; }
+            if (stride == 1) { HalfToSingle((ushort*)s, n, dst); return; }
             for (int i = 0; i < n; i++) dst[i] = (float)s[i * stride];
         }
         else if (typeof(T) == typeof(BFloat16))
@@ -60,6 +60,59 @@ internal static unsafe class Elements
         {
             throw new NotSupportedException($"Element type {typeof(T).Name} is not supported.");
         }
+    }
+
+    /// <summary>2^112: moves a half's exponent bits, shifted into a float's, to the float exponent of the same value.</summary>
+    private const float HalfExponentShift = 5.192296858534828e33f;
+
+    /// <summary>
+    /// dst[0..n) = (float)h[0..n) for IEEE half bit patterns, exactly as <c>(float)(Half)</c> (an exhaustive test checks
+    /// every pattern). Vectorised: the magnitude bits shifted into a float and scaled by 2^112 give every finite value
+    /// (subnormals included, exactly: a power-of-two scale); exponent 31 becomes 255 (infinity, NaN with its
+    /// payload); the sign is put back. Per call this is several times faster than
+    /// <c>TensorPrimitives.ConvertToSingle</c> on head-dim rows (measured on fp16 KV-cache decode).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void HalfToSingle(ushort* h, int n, float* dst)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; i + 32 <= n; i += 32)
+            {
+                var (lo, hi) = Vector512.Widen(Vector512.Load(h + i));
+                HalfBitsToSingle(lo).Store(dst + i);
+                HalfBitsToSingle(hi).Store(dst + i + 16);
+            }
+        }
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; i + 16 <= n; i += 16)
+            {
+                var (lo, hi) = Vector256.Widen(Vector256.Load(h + i));
+                HalfBitsToSingle(lo).Store(dst + i);
+                HalfBitsToSingle(hi).Store(dst + i + 8);
+            }
+        }
+        for (; i < n; i++) dst[i] = (float)BitConverter.UInt16BitsToHalf(h[i]);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> HalfBitsToSingle(Vector512<uint> h)
+    {
+        var magnitude = h & Vector512.Create(0x7fffu);
+        var value = Vector512.ShiftLeft(magnitude, 13).AsSingle() * Vector512.Create(HalfExponentShift);
+        var special = Vector512.GreaterThanOrEqual(magnitude, Vector512.Create(0x7c00u)) & Vector512.Create(0x7f800000u);
+        return (value.AsUInt32() | special | Vector512.ShiftLeft(h & Vector512.Create(0x8000u), 16)).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> HalfBitsToSingle(Vector256<uint> h)
+    {
+        var magnitude = h & Vector256.Create(0x7fffu);
+        var value = Vector256.ShiftLeft(magnitude, 13).AsSingle() * Vector256.Create(HalfExponentShift);
+        var special = Vector256.GreaterThanOrEqual(magnitude, Vector256.Create(0x7c00u)) & Vector256.Create(0x7f800000u);
+        return (value.AsUInt32() | special | Vector256.ShiftLeft(h & Vector256.Create(0x8000u), 16)).AsSingle();
     }
 
     /// <summary>dst[i * dstStride] = (T)(src[i * srcStride] * factor) for i in [0, n), rounding to nearest even.</summary>
