@@ -129,13 +129,14 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
 
         // Blocks of up to Block keys, gathered across runs (pages) through row pointers. The next block's rows are
         // gathered and prefetched before the current block is scored, so its loads are in flight a whole block ahead
-        // (measured on fp32: +10-20%, and 16-token pages as fast as a contiguous cache; on fp16 caches, where each
-        // block used to be gathered right before use, 2.3x). fp16 / bf16 rows are converted to fp32 scratch per block,
-        // right before use.
+        // (measured on fp32: +10-20%, and 16-token pages as fast as a contiguous cache). fp16 rows of one-column
+        // decode (plain multi-head) are converted in registers as the kernels load them; other fp16 / bf16 rows are
+        // converted to fp32 scratch per block, right before use.
         sc.EnsurePointers(6 * Block);
         float** kCur = sc.Pointers, vCur = kCur + Block, kNext = vCur + Block, vNext = kNext + Block;
         float** kConverted = vNext + Block, vConverted = kConverted + Block;
-        bool convert = typeof(T) != typeof(float);
+        bool fused = typeof(T) == typeof(Half) && cols == 1 && typeof(TV) == typeof(Vector512<float>) && d % 16 == 0;
+        bool convert = typeof(T) != typeof(float) && !fused;
         if (convert)
         {
             for (int j = 0; j < Block; j++)
@@ -161,9 +162,10 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
                 k = kConverted;
                 v = vConverted;
             }
-            Score(k, n, qs, cols, d, scores);
+            if (fused) ScoreHalfRows((ushort**)kCur, n, qs, d, scores, kRows);
+            else Score(k, n, qs, cols, d, scores);
             Mask(scores, n, blockStart, cols, lo, hi);
-            Accumulate(scores, n, v, cols, d, mRun, lRun, acc);
+            Accumulate(scores, n, v, cols, d, mRun, lRun, acc, fused ? (ushort**)vCur : null);
             blockStart += n;
             float** kt = kCur, vt = vCur;
             kCur = kNext;
@@ -336,6 +338,89 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
         return j;
     }
 
+    /// <summary>
+    /// One query column against fp16 key rows (D a multiple of 16), converted in registers: 16 keys at a time like
+    /// <see cref="ScoreSixteenKeys"/>, the rest one by one through <paramref name="row"/> (D floats of scratch).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ScoreHalfRows(ushort** k, int n, float* q, int d, float* scores, float* row)
+    {
+        int j = 0;
+        for (; j + 16 <= n; j += 16)
+        {
+            ushort** r = k + j;
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+            Vector512<float> a8 = default, a9 = default, a10 = default, a11 = default, a12 = default, a13 = default, a14 = default, a15 = default;
+            for (int x = 0; x < d; x += 16)
+            {
+                Vector512<float> qv = Vector512.Load(q + x);
+                a0 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[0] + x), qv, a0);
+                a1 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[1] + x), qv, a1);
+                a2 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[2] + x), qv, a2);
+                a3 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[3] + x), qv, a3);
+                a4 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[4] + x), qv, a4);
+                a5 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[5] + x), qv, a5);
+                a6 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[6] + x), qv, a6);
+                a7 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[7] + x), qv, a7);
+                a8 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[8] + x), qv, a8);
+                a9 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[9] + x), qv, a9);
+                a10 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[10] + x), qv, a10);
+                a11 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[11] + x), qv, a11);
+                a12 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[12] + x), qv, a12);
+                a13 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[13] + x), qv, a13);
+                a14 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[14] + x), qv, a14);
+                a15 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[15] + x), qv, a15);
+            }
+            Transpose.SumEach16(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15).Store(scores + j);
+        }
+        for (; j < n; j++)
+        {
+            Elements.HalfToSingle(k[j], d, row);
+            Vector512<float> a = default;
+            for (int x = 0; x < d; x += 16) a = Vector512.FusedMultiplyAdd(Vector512.Load(row + x), Vector512.Load(q + x), a);
+            scores[j] = Vector512.Sum(a);
+        }
+    }
+
+    /// <summary>acc[0..D) += Σ_j p[j]·V[j] over fp16 V rows (D a multiple of 16), converted in registers, up to 8 vectors of D at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void AddWeightedHalfRows(float* p, int n, ushort** v, int d, float* acc)
+    {
+        int x = 0;
+        for (; x + 128 <= d; x += 128)
+        {
+            Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+            for (int j = 0; j < n; j++)
+            {
+                ushort* r = v[j] + x;
+                var b = Vector512.Create(p[j]);
+                c0 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r), b, c0);
+                c1 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r + 16), b, c1);
+                c2 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r + 32), b, c2);
+                c3 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r + 48), b, c3);
+                c4 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r + 64), b, c4);
+                c5 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r + 80), b, c5);
+                c6 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r + 96), b, c6);
+                c7 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r + 112), b, c7);
+            }
+            float* o = acc + x;
+            (Vector512.Load(o) + c0).Store(o);
+            (Vector512.Load(o + 16) + c1).Store(o + 16);
+            (Vector512.Load(o + 32) + c2).Store(o + 32);
+            (Vector512.Load(o + 48) + c3).Store(o + 48);
+            (Vector512.Load(o + 64) + c4).Store(o + 64);
+            (Vector512.Load(o + 80) + c5).Store(o + 80);
+            (Vector512.Load(o + 96) + c6).Store(o + 96);
+            (Vector512.Load(o + 112) + c7).Store(o + 112);
+        }
+        for (; x < d; x += 16)
+        {
+            Vector512<float> c = default;
+            for (int j = 0; j < n; j++) c = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(v[j] + x), Vector512.Create(p[j]), c);
+            (Vector512.Load(acc + x) + c).Store(acc + x);
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Tail(float sum, float* row, float* q, int from, int d)
     {
@@ -356,9 +441,12 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
         }
     }
 
-    /// <summary>Online softmax per column over the block, then acc[c] += Σ_j p[c, j]·V[j].</summary>
+    /// <summary>
+    /// Online softmax per column over the block, then acc[c] += Σ_j p[c, j]·V[j], over the fp16 rows
+    /// <c>halfRows</c> instead of <c>v</c> when given (one column, D a multiple of 16).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void Accumulate(float* scores, int n, float** v, int cols, int d, float* mRun, float* lRun, float* acc)
+    private void Accumulate(float* scores, int n, float** v, int cols, int d, float* mRun, float* lRun, float* acc, ushort** halfRows)
     {
         int w = TOps.Count, dv = d - d % w;
         float f = Factor;
@@ -392,6 +480,11 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
                 for (int x = 0; x < dv; x += w) TOps.Store(o + x, TOps.Mul(TOps.Load(o + x), av));
                 for (int x = dv; x < d; x++) o[x] *= alpha;
             }
+        }
+        if (halfRows != null)
+        {
+            AddWeightedHalfRows(scores, n, halfRows, d, acc);
+            return;
         }
         for (int c0 = 0; c0 < cols; c0 += 4)
         {

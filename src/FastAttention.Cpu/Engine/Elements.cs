@@ -97,6 +97,10 @@ internal static unsafe class Elements
         for (; i < n; i++) dst[i] = (float)BitConverter.UInt16BitsToHalf(h[i]);
     }
 
+    /// <summary>The 16 halves at <paramref name="h"/> as floats (see <see cref="HalfToSingle"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> LoadHalf16(ushort* h) => HalfBitsToSingle(Vector512.WidenLower(Vector256.Load(h).ToVector512Unsafe()));
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> HalfBitsToSingle(Vector512<uint> h)
     {
