@@ -6,7 +6,7 @@ using FastAttention.Cpu.Caching;
 namespace FastAttention.Bench;
 
 /// <summary>One decode bandwidth row: the decode and a plain read of the same cache bytes, timed interleaved.</summary>
-internal sealed record DecodeRow(string Cache, int Context, long Bytes, Measurement Decode, Measurement Read)
+internal sealed record DecodeRow(string Cache, int Context, long Bytes, Measurement Decode, Measurement Read, string Dtype = "fp32")
 {
     public double DecodeGBs => Bytes / (Decode.MedianMs * 1e-3) / 1e9;
     public double ReadGBs => Bytes / (Read.MedianMs * 1e-3) / 1e9;
@@ -46,52 +46,67 @@ internal static class DecodeSweeps
     public static List<DecodeRow> RunBandwidth(RunScale scale, int threads, RunPolicy policy, Action<string> log)
     {
         var rows = new List<DecodeRow>();
-        var random = new Random(7);
         float[] evict = scale == RunScale.Smoke ? new float[1 << 16] : CachePool.Allocate<float>(EvictFloats);
         evict.AsSpan().Fill(1f / 1024);
+        rows.AddRange(RunBandwidth<float>(scale, threads, policy, log, evict, "fp32", x => x));
+        // fp16 caches (full runs): half the bytes per token; the rows show whether decode keeps up with them.
+        if (scale == RunScale.Full) rows.AddRange(RunBandwidth<Half>(scale, threads, policy, log, evict, "fp16", x => (Half)x));
+        return rows;
+    }
+
+    private static List<DecodeRow> RunBandwidth<T>(RunScale scale, int threads, RunPolicy policy, Action<string> log, float[] evict,
+        string dtype, Func<float, T> from) where T : unmanaged
+    {
+        var rows = new List<DecodeRow>();
+        var random = new Random(7);
         foreach (int context in Contexts(scale))
         {
-            var tokens = new float[context * Heads * HeadDim];
-            for (int i = 0; i < tokens.Length; i++) tokens[i] = (float)(random.NextDouble() * 2 - 1);
-            var block = new ReadOnlyTensorSpan<float>(tokens, [context, Heads, HeadDim], default);
-            var query = new float[Batch * Heads * HeadDim];
-            for (int i = 0; i < query.Length; i++) query[i] = (float)(random.NextDouble() * 2 - 1);
-            var output = new float[query.Length];
+            var tokens = new T[context * Heads * HeadDim];
+            for (int i = 0; i < tokens.Length; i++) tokens[i] = from((float)(random.NextDouble() * 2 - 1));
+            var block = new ReadOnlyTensorSpan<T>(tokens, [context, Heads, HeadDim], default);
+            var query = new T[Batch * Heads * HeadDim];
+            for (int i = 0; i < query.Length; i++) query[i] = from((float)(random.NextDouble() * 2 - 1));
+            var output = new T[query.Length];
             var options = new AttentionOptions { MaxDegreeOfParallelism = threads };
-            long bytes = 2L * Batch * context * Heads * HeadDim * sizeof(float);
+            long bytes = 2L * Batch * context * Heads * HeadDim * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+            string suffix = dtype == "fp32" ? "" : $", {dtype}";
 
             {
-                log($"decode contiguous, context {context}");
-                var cache = new KvCache<float>(Batch, context, Heads, HeadDim);
+                log($"decode contiguous {dtype}, context {context}");
+                var cache = new KvCache<T>(Batch, context, Heads, HeadDim);
                 for (int b = 0; b < Batch; b++) cache.Append(b, block, block);
-                rows.Add(Measure("contiguous", context, bytes, policy, threads, evict,
-                    () => CpuAttention.Decode<float>(new ReadOnlyTensorSpan<float>(query, [Batch, 1, Heads, HeadDim], default), cache,
-                        new TensorSpan<float>(output, [Batch, 1, Heads, HeadDim], default), options),
-                    (c, chunks) => SumChunk(cache.KeyStorage, cache.ValueStorage, c, chunks)));
+                rows.Add(Measure($"contiguous{suffix}", context, bytes, policy, threads, evict,
+                    () => CpuAttention.Decode<T>(new ReadOnlyTensorSpan<T>(query, [Batch, 1, Heads, HeadDim], default), cache,
+                        new TensorSpan<T>(output, [Batch, 1, Heads, HeadDim], default), options),
+                    (c, chunks) => SumChunk(AsFloats<T>(cache.KeyStorage), AsFloats<T>(cache.ValueStorage), c, chunks)) with { Dtype = dtype });
             }
             GC.Collect();
             {
-                log($"decode paged ({PageSize}-token pages), context {context}");
-                var cache = new PagedKvCache<float>(Batch * context / PageSize, PageSize, Heads, HeadDim);
+                log($"decode paged ({PageSize}-token pages) {dtype}, context {context}");
+                var cache = new PagedKvCache<T>(Batch * context / PageSize, PageSize, Heads, HeadDim);
                 var ids = new int[Batch];
                 for (int b = 0; b < Batch; b++)
                 {
                     ids[b] = cache.CreateSequence();
                     cache.Append(ids[b], block, block);
                 }
-                rows.Add(Measure($"paged ({PageSize})", context, bytes, policy, threads, evict,
-                    () => CpuAttention.Decode<float>(new ReadOnlyTensorSpan<float>(query, [Batch, 1, Heads, HeadDim], default), cache, ids,
-                        new TensorSpan<float>(output, [Batch, 1, Heads, HeadDim], default), options),
-                    (c, chunks) => SumChunk(cache.KeyStorage, cache.ValueStorage, c, chunks)));
+                rows.Add(Measure($"paged ({PageSize}){suffix}", context, bytes, policy, threads, evict,
+                    () => CpuAttention.Decode<T>(new ReadOnlyTensorSpan<T>(query, [Batch, 1, Heads, HeadDim], default), cache, ids,
+                        new TensorSpan<T>(output, [Batch, 1, Heads, HeadDim], default), options),
+                    (c, chunks) => SumChunk(AsFloats<T>(cache.KeyStorage), AsFloats<T>(cache.ValueStorage), c, chunks)) with { Dtype = dtype });
             }
             GC.Collect();
         }
         return rows;
     }
 
+    /// <summary>The pool's bytes as floats, for the plain read (the sum's value does not matter, only that every byte is read).</summary>
+    private static ReadOnlySpan<float> AsFloats<T>(Span<T> pool) where T : unmanaged =>
+        System.Runtime.InteropServices.MemoryMarshal.Cast<T, float>(pool);
+
     /// <summary>
     /// Sum of chunk <paramref name="c"/> of <paramref name="chunks"/>: the first half of the chunks cover the keys, the
-    /// second the values. The pools here hold exactly the timed context (B·ctx·H·D floats, a multiple of chunks / 2),
+    /// second the values. The pools here hold exactly the timed context (B·ctx·H·D elements; as floats a multiple of chunks / 2),
     /// so the chunks cover every byte counted in the row's bandwidth.
     /// </summary>
     private static float SumChunk(ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int c, int chunks)

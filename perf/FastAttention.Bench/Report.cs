@@ -142,7 +142,7 @@ internal static class Report
 
     public static ReportTable DecodeTable(IReadOnlyList<DecodeRow> rows, PeakResult p)
     {
-        var t = new ReportTable($"Decode over KV caches (fp32, B = {DecodeSweeps.Batch}, H = Hkv = {DecodeSweeps.Heads}, D = {DecodeSweeps.HeadDim}, one new token)")
+        var t = new ReportTable($"Decode over KV caches (fp32, and fp16 where marked; B = {DecodeSweeps.Batch}, H = Hkv = {DecodeSweeps.Heads}, D = {DecodeSweeps.HeadDim}, one new token)")
             .Note("Each decode run is followed by a plain parallel read (sum) of the same K/V bytes in the cache's own pools, and both start cold " +
                   "(a 256 MiB unrelated read before each, untimed); \"% of read\" is the ratio of the two medians; " +
                   "\"% DRAM peak\" compares the decode with the measured DRAM read bandwidth above.")
@@ -161,7 +161,7 @@ internal static class Report
         {
             var common = new ResultRow
             {
-                Section = "decode", Case = $"{r.Cache} ctx={r.Context}", Impl = Impl.FastAttention, Dtype = "fp32", Batch = DecodeSweeps.Batch,
+                Section = "decode", Case = $"{r.Cache} ctx={r.Context}", Impl = Impl.FastAttention, Dtype = r.Dtype, Batch = DecodeSweeps.Batch,
                 SeqQ = 1, SeqK = r.Context, Heads = DecodeSweeps.Heads, KvHeads = DecodeSweeps.Heads, HeadDim = DecodeSweeps.HeadDim,
                 Causal = false, Params = r.Cache, Bytes = r.Bytes,
                 Flops = new AttentionShape(DecodeSweeps.Batch, 1, r.Context, DecodeSweeps.Heads, DecodeSweeps.Heads, DecodeSweeps.HeadDim).Flops(false),
