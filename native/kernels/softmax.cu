@@ -205,7 +205,7 @@ FA_DEVICE void fa_softmax_store_zero(const fa_softmax_params& p, const fa_softma
 
 template <int THREADS> FA_DEVICE float fa_softmax_row_max(float v, float* red)
 {
-    v = fa_warp_max(v);
+    v = fa_group_max<(THREADS < 32 ? THREADS : 32)>(v);
     if constexpr (THREADS > 32)
     {
         const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -219,7 +219,7 @@ template <int THREADS> FA_DEVICE float fa_softmax_row_max(float v, float* red)
 
 template <int THREADS> FA_DEVICE float fa_softmax_row_sum(float v, float* red)
 {
-    v = fa_warp_sum(v);
+    v = fa_group_sum<(THREADS < 32 ? THREADS : 32)>(v);
     if constexpr (THREADS > 32)
     {
         const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -234,81 +234,25 @@ template <int THREADS> FA_DEVICE float fa_softmax_row_sum(float v, float* red)
 // ---- tuned: values in registers (THREADS threads per row, ROWS rows per CTA) ---------------------------------
 // Thread t of a row holds keys ((c * THREADS + t) * VEC + e) for chunk c < PER_THREAD / VEC and e < VEC, so the
 // threads of a warp touch consecutive 16-byte pieces. Requires Sk <= THREADS * PER_THREAD and unit last strides
-// (p.unit == 1); the host sends other tensors to the online kernel.
+// (p.unit == 1); the host sends other tensors to the online kernel. THREADS < 32 puts several rows in a warp, so the
+// per-row work (locating the row, the two reductions) is shared out instead of paid by 32 lanes for each row. The
+// shuffles name the whole warp (and a CTA row's reductions use barriers), so every thread runs every iteration and
+// both reductions, whether its row exists and whether it sees a key; threads of a row past the end touch no memory.
+// A row that sees no key gets zeros.
 
 template <int THREADS, int ROWS>
 FA_DEVICE void fa_softmax_registers(const fa_softmax_params& p, float* red)
 {
     constexpr int VEC = FA_SOFTMAX_VEC;
     constexpr int CHUNKS = FA_SOFTMAX_PER_THREAD / VEC;
+    static_assert(THREADS % 32 == 0 || (THREADS < 32 && 32 % THREADS == 0), "a row's threads are whole warps or lie in one");
     const int t = threadIdx.x % THREADS;
     // Chunks that hold keys for some thread of the row (the same for every row): shorter rows skip the rest
     // instead of predicating their loads, exponentials and stores element by element.
     const int live = (p.sk + THREADS * VEC - 1) / (THREADS * VEC);
-    for (fa_i64 r = (fa_i64)blockIdx.x * ROWS + threadIdx.x / THREADS; r < p.rows; r += (fa_i64)gridDim.x * ROWS)
-    {
-        const fa_softmax_row row = fa_softmax_locate(p, r);
-        float v[CHUNKS][VEC];
-        float m = fa_neg_inf();
-#pragma unroll
-        for (int c = 0; c < CHUNKS; c++)
-        {
-            if (c >= live) break;
-            fa_softmax_load<true>(p, row, (fa_i64)(c * THREADS + t) * VEC, v[c]);
-#pragma unroll
-            for (int e = 0; e < VEC; e++) m = fa_max(m, v[c][e]);
-        }
-        m = fa_softmax_row_max<THREADS>(m, red);
-        if (m == fa_neg_inf())
-        {
-#pragma unroll
-            for (int c = 0; c < CHUNKS; c++)
-            {
-                if (c >= live) break;
-                fa_softmax_store_zero<true>(p, row, (fa_i64)(c * THREADS + t) * VEC);
-            }
-            continue;
-        }
-        float s = 0.0f;
-#pragma unroll
-        for (int c = 0; c < CHUNKS; c++)
-        {
-            if (c >= live) break;
-#pragma unroll
-            for (int e = 0; e < VEC; e++)
-            {
-                v[c][e] = fa_exp2((v[c][e] - m) * p.log2_scale);   // -inf -> 0
-                s += v[c][e];
-            }
-        }
-        s = fa_softmax_row_sum<THREADS>(s, red);
-        const float inv = 1.0f / s;
-#pragma unroll
-        for (int c = 0; c < CHUNKS; c++)
-        {
-            if (c >= live) break;
-            fa_softmax_store<true>(p, row, (fa_i64)(c * THREADS + t) * VEC, v[c], inv);
-        }
-    }
-}
-
-// ---- tuned, short rows: GROUP threads per row, 32 / GROUP rows per warp -------------------------------------------
-// Same register layout as above with GROUP threads per row, so a warp works on several rows at once and the per-row
-// work (locating the row, the two reductions) is shared out instead of being paid by 32 lanes for each row. The
-// shuffles name the whole warp, so every lane runs every iteration and both reductions, whether its row exists and
-// whether it sees a key; lanes of a row past the end touch no memory. A row that sees no key gets zeros.
-
-template <int GROUP, int ROWS>
-FA_DEVICE void fa_softmax_grouped(const fa_softmax_params& p)
-{
-    constexpr int VEC = FA_SOFTMAX_VEC;
-    constexpr int CHUNKS = FA_SOFTMAX_PER_THREAD / VEC;
-    static_assert(GROUP <= 32 && 32 % GROUP == 0, "a row's threads lie in one warp");
-    const int t = threadIdx.x % GROUP;
-    const int live = (p.sk + GROUP * VEC - 1) / (GROUP * VEC);
     for (fa_i64 r0 = (fa_i64)blockIdx.x * ROWS; r0 < p.rows; r0 += (fa_i64)gridDim.x * ROWS)
     {
-        const fa_i64 r = r0 + threadIdx.x / GROUP;
+        const fa_i64 r = r0 + threadIdx.x / THREADS;
         const bool exists = r < p.rows;
         fa_softmax_row row;
         if (exists)
@@ -331,11 +275,11 @@ FA_DEVICE void fa_softmax_grouped(const fa_softmax_params& p)
         for (int c = 0; c < CHUNKS; c++)
         {
             if (c >= live) break;
-            fa_softmax_load<true>(p, row, (fa_i64)(c * GROUP + t) * VEC, v[c]);
+            fa_softmax_load<true>(p, row, (fa_i64)(c * THREADS + t) * VEC, v[c]);
 #pragma unroll
             for (int e = 0; e < VEC; e++) m = fa_max(m, v[c][e]);
         }
-        m = fa_group_max<GROUP>(m);
+        m = fa_softmax_row_max<THREADS>(m, red);
         const bool seen = m != fa_neg_inf();
         float s = 0.0f;
 #pragma unroll
@@ -349,14 +293,14 @@ FA_DEVICE void fa_softmax_grouped(const fa_softmax_params& p)
                 s += v[c][e];
             }
         }
-        s = fa_group_sum<GROUP>(s);
+        s = fa_softmax_row_sum<THREADS>(s, red);
         if (!exists) continue;
         const float inv = seen ? 1.0f / s : 0.0f;
 #pragma unroll
         for (int c = 0; c < CHUNKS; c++)
         {
             if (c >= live) break;
-            fa_softmax_store<true>(p, row, (fa_i64)(c * GROUP + t) * VEC, v[c], inv);
+            fa_softmax_store<true>(p, row, (fa_i64)(c * THREADS + t) * VEC, v[c], inv);
         }
     }
 }
@@ -364,7 +308,7 @@ FA_DEVICE void fa_softmax_grouped(const fa_softmax_params& p)
 // Sk <= 256: 8 threads per row, 16 rows per CTA.
 extern "C" __global__ void __launch_bounds__(128) FA_NAME(fa_softmax_group)(const fa_softmax_params p)
 {
-    fa_softmax_grouped<8, 16>(p);
+    fa_softmax_registers<8, 16>(p, nullptr);
 }
 
 // Sk <= 1024: one warp per row, 4 rows per CTA.

@@ -26,6 +26,21 @@ internal sealed unsafe class CacheSource<T> where T : unmanaged
     public required int[] Lengths;
 }
 
+/// <summary>Loads 16 consecutive elements of a K or V row, from element <c>x</c> on, as floats.</summary>
+internal unsafe interface IRowLoad { static abstract Vector512<float> Load16(void* row, int x); }
+
+/// <summary>fp32 rows.</summary>
+internal unsafe struct FloatRowLoad : IRowLoad
+{
+    public static Vector512<float> Load16(void* row, int x) => Vector512.Load((float*)row + x);
+}
+
+/// <summary>fp16 rows, converted in registers (<see cref="Elements.LoadHalf16"/>).</summary>
+internal unsafe struct HalfRowLoad : IRowLoad
+{
+    public static Vector512<float> Load16(void* row, int x) => Elements.LoadHalf16((ushort*)row + x);
+}
+
 /// <summary>Validated parameters of one decode call.</summary>
 internal readonly record struct DecodeArgs(int Batch, int QueryLength, int Heads, int KvHeads, int HeadDim, float Scale, AttentionMask Mask, int Parallelism, VectorWidth Width = VectorWidth.Auto);
 
@@ -226,7 +241,8 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
     {
         if (cols == 1)
         {
-            int j = typeof(TV) == typeof(Vector512<float>) && d % 16 == 0 && Transpose.Supported ? ScoreSixteenKeys(k, n, qs, d, scores) : 0;
+            int j = typeof(TV) == typeof(Vector512<float>) && d % 16 == 0 && Transpose.Supported
+                ? ScoreSixteenKeys<FloatRowLoad>((void**)k, n, qs, d, scores) : 0;
             ScoreOneColumn(k + j, n - j, qs, d, scores + j);
             return;
         }
@@ -302,36 +318,37 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
     /// <summary>
     /// One query column, 16 keys at a time with 512-bit vectors: 16 dot-product accumulators reduced
     /// together by a transpose-and-add tree (45 shuffles and adds for 16 keys instead of a horizontal sum
-    /// per key, which was about a third of the scoring pass). Returns the keys done (a multiple of 16).
+    /// per key, which was about a third of the scoring pass). <typeparamref name="TRow"/> loads 16 elements of
+    /// a row as floats (fp32 rows, or fp16 rows converted in registers). Returns the keys done (a multiple of 16).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static int ScoreSixteenKeys(float** k, int n, float* q, int d, float* scores)
+    private static int ScoreSixteenKeys<TRow>(void** k, int n, float* q, int d, float* scores) where TRow : struct, IRowLoad
     {
         int j = 0;
         for (; j + 16 <= n; j += 16)
         {
-            float** r = k + j;
+            void** r = k + j;
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
             Vector512<float> a8 = default, a9 = default, a10 = default, a11 = default, a12 = default, a13 = default, a14 = default, a15 = default;
             for (int x = 0; x < d; x += 16)
             {
                 Vector512<float> qv = Vector512.Load(q + x);
-                a0 = Vector512.FusedMultiplyAdd(Vector512.Load(r[0] + x), qv, a0);
-                a1 = Vector512.FusedMultiplyAdd(Vector512.Load(r[1] + x), qv, a1);
-                a2 = Vector512.FusedMultiplyAdd(Vector512.Load(r[2] + x), qv, a2);
-                a3 = Vector512.FusedMultiplyAdd(Vector512.Load(r[3] + x), qv, a3);
-                a4 = Vector512.FusedMultiplyAdd(Vector512.Load(r[4] + x), qv, a4);
-                a5 = Vector512.FusedMultiplyAdd(Vector512.Load(r[5] + x), qv, a5);
-                a6 = Vector512.FusedMultiplyAdd(Vector512.Load(r[6] + x), qv, a6);
-                a7 = Vector512.FusedMultiplyAdd(Vector512.Load(r[7] + x), qv, a7);
-                a8 = Vector512.FusedMultiplyAdd(Vector512.Load(r[8] + x), qv, a8);
-                a9 = Vector512.FusedMultiplyAdd(Vector512.Load(r[9] + x), qv, a9);
-                a10 = Vector512.FusedMultiplyAdd(Vector512.Load(r[10] + x), qv, a10);
-                a11 = Vector512.FusedMultiplyAdd(Vector512.Load(r[11] + x), qv, a11);
-                a12 = Vector512.FusedMultiplyAdd(Vector512.Load(r[12] + x), qv, a12);
-                a13 = Vector512.FusedMultiplyAdd(Vector512.Load(r[13] + x), qv, a13);
-                a14 = Vector512.FusedMultiplyAdd(Vector512.Load(r[14] + x), qv, a14);
-                a15 = Vector512.FusedMultiplyAdd(Vector512.Load(r[15] + x), qv, a15);
+                a0 = Vector512.FusedMultiplyAdd(TRow.Load16(r[0], x), qv, a0);
+                a1 = Vector512.FusedMultiplyAdd(TRow.Load16(r[1], x), qv, a1);
+                a2 = Vector512.FusedMultiplyAdd(TRow.Load16(r[2], x), qv, a2);
+                a3 = Vector512.FusedMultiplyAdd(TRow.Load16(r[3], x), qv, a3);
+                a4 = Vector512.FusedMultiplyAdd(TRow.Load16(r[4], x), qv, a4);
+                a5 = Vector512.FusedMultiplyAdd(TRow.Load16(r[5], x), qv, a5);
+                a6 = Vector512.FusedMultiplyAdd(TRow.Load16(r[6], x), qv, a6);
+                a7 = Vector512.FusedMultiplyAdd(TRow.Load16(r[7], x), qv, a7);
+                a8 = Vector512.FusedMultiplyAdd(TRow.Load16(r[8], x), qv, a8);
+                a9 = Vector512.FusedMultiplyAdd(TRow.Load16(r[9], x), qv, a9);
+                a10 = Vector512.FusedMultiplyAdd(TRow.Load16(r[10], x), qv, a10);
+                a11 = Vector512.FusedMultiplyAdd(TRow.Load16(r[11], x), qv, a11);
+                a12 = Vector512.FusedMultiplyAdd(TRow.Load16(r[12], x), qv, a12);
+                a13 = Vector512.FusedMultiplyAdd(TRow.Load16(r[13], x), qv, a13);
+                a14 = Vector512.FusedMultiplyAdd(TRow.Load16(r[14], x), qv, a14);
+                a15 = Vector512.FusedMultiplyAdd(TRow.Load16(r[15], x), qv, a15);
             }
             Transpose.SumEach16(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15).Store(scores + j);
         }
@@ -339,40 +356,13 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
     }
 
     /// <summary>
-    /// One query column against fp16 key rows (D a multiple of 16), converted in registers: 16 keys at a time like
-    /// <see cref="ScoreSixteenKeys"/>, the rest one by one through <paramref name="row"/> (D floats of scratch).
+    /// One query column against fp16 key rows (D a multiple of 16), converted in registers: 16 keys at a time
+    /// through <see cref="ScoreSixteenKeys{TRow}"/>, the rest one by one through <paramref name="row"/> (D floats of scratch).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ScoreHalfRows(ushort** k, int n, float* q, int d, float* scores, float* row)
     {
-        int j = 0;
-        for (; j + 16 <= n; j += 16)
-        {
-            ushort** r = k + j;
-            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
-            Vector512<float> a8 = default, a9 = default, a10 = default, a11 = default, a12 = default, a13 = default, a14 = default, a15 = default;
-            for (int x = 0; x < d; x += 16)
-            {
-                Vector512<float> qv = Vector512.Load(q + x);
-                a0 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[0] + x), qv, a0);
-                a1 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[1] + x), qv, a1);
-                a2 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[2] + x), qv, a2);
-                a3 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[3] + x), qv, a3);
-                a4 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[4] + x), qv, a4);
-                a5 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[5] + x), qv, a5);
-                a6 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[6] + x), qv, a6);
-                a7 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[7] + x), qv, a7);
-                a8 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[8] + x), qv, a8);
-                a9 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[9] + x), qv, a9);
-                a10 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[10] + x), qv, a10);
-                a11 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[11] + x), qv, a11);
-                a12 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[12] + x), qv, a12);
-                a13 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[13] + x), qv, a13);
-                a14 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[14] + x), qv, a14);
-                a15 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r[15] + x), qv, a15);
-            }
-            Transpose.SumEach16(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15).Store(scores + j);
-        }
+        int j = ScoreSixteenKeys<HalfRowLoad>((void**)k, n, q, d, scores);
         for (; j < n; j++)
         {
             Elements.HalfToSingle(k[j], d, row);
