@@ -41,6 +41,13 @@ internal unsafe struct HalfRowLoad : IRowLoad
     public static Vector512<float> Load16(void* row, int x) => Elements.LoadHalf16((ushort*)row + x);
 }
 
+/// <summary>bf16 rows, converted in registers (the bits moved to a float's upper half).</summary>
+internal unsafe struct BFloat16RowLoad : IRowLoad
+{
+    public static Vector512<float> Load16(void* row, int x) =>
+        Vector512.ShiftLeft(Vector512.WidenLower(Vector256.Load((ushort*)row + x).ToVector512Unsafe()), 16).AsSingle();
+}
+
 /// <summary>Validated parameters of one decode call.</summary>
 internal readonly record struct DecodeArgs(int Batch, int QueryLength, int Heads, int KvHeads, int HeadDim, float Scale, AttentionMask Mask, int Parallelism, VectorWidth Width = VectorWidth.Auto);
 
@@ -144,13 +151,13 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
 
         // Blocks of up to Block keys, gathered across runs (pages) through row pointers. The next block's rows are
         // gathered and prefetched before the current block is scored, so its loads are in flight a whole block ahead
-        // (measured on fp32: +10-20%, and 16-token pages as fast as a contiguous cache). fp16 rows of one-column
-        // decode (plain multi-head) are converted in registers as the kernels load them; other fp16 / bf16 rows are
-        // converted to fp32 scratch per block, right before use.
+        // (measured on fp32: +10-20%, and 16-token pages as fast as a contiguous cache). fp16 / bf16 rows of
+        // one-column decode (plain multi-head) are converted in registers as the kernels load them; other fp16 / bf16
+        // rows are converted to fp32 scratch per block, right before use.
         sc.EnsurePointers(6 * Block);
         float** kCur = sc.Pointers, vCur = kCur + Block, kNext = vCur + Block, vNext = kNext + Block;
         float** kConverted = vNext + Block, vConverted = kConverted + Block;
-        bool fused = typeof(T) == typeof(Half) && cols == 1 && typeof(TV) == typeof(Vector512<float>) && d % 16 == 0;
+        bool fused = (typeof(T) == typeof(Half) || typeof(T) == typeof(BFloat16)) && cols == 1 && typeof(TV) == typeof(Vector512<float>) && d % 16 == 0;
         bool convert = typeof(T) != typeof(float) && !fused;
         if (convert)
         {
@@ -177,10 +184,10 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
                 k = kConverted;
                 v = vConverted;
             }
-            if (fused) ScoreHalfRows((ushort**)kCur, n, qs, d, scores, kRows);
+            if (fused) ScoreConvertedRows((void**)kCur, n, qs, d, scores, kRows);
             else Score(k, n, qs, cols, d, scores);
             Mask(scores, n, blockStart, cols, lo, hi);
-            Accumulate(scores, n, v, cols, d, mRun, lRun, acc, fused ? (ushort**)vCur : null);
+            Accumulate(scores, n, v, cols, d, mRun, lRun, acc, fused ? (void**)vCur : null);
             blockStart += n;
             float** kt = kCur, vt = vCur;
             kCur = kNext;
@@ -356,25 +363,25 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
     }
 
     /// <summary>
-    /// One query column against fp16 key rows (D a multiple of 16), converted in registers: 16 keys at a time
+    /// One query column against fp16 / bf16 key rows (D a multiple of 16), converted in registers: 16 keys at a time
     /// through <see cref="ScoreSixteenKeys{TRow}"/>, the rest one by one through <paramref name="row"/> (D floats of scratch).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void ScoreHalfRows(ushort** k, int n, float* q, int d, float* scores, float* row)
+    private static void ScoreConvertedRows(void** k, int n, float* q, int d, float* scores, float* row)
     {
-        int j = ScoreSixteenKeys<HalfRowLoad>((void**)k, n, q, d, scores);
+        int j = typeof(T) == typeof(Half) ? ScoreSixteenKeys<HalfRowLoad>(k, n, q, d, scores) : ScoreSixteenKeys<BFloat16RowLoad>(k, n, q, d, scores);
         for (; j < n; j++)
         {
-            Elements.HalfToSingle(k[j], d, row);
+            Elements.Read((T*)k[j], 1, d, row);
             Vector512<float> a = default;
             for (int x = 0; x < d; x += 16) a = Vector512.FusedMultiplyAdd(Vector512.Load(row + x), Vector512.Load(q + x), a);
             scores[j] = Vector512.Sum(a);
         }
     }
 
-    /// <summary>acc[0..D) += Σ_j p[j]·V[j] over fp16 V rows (D a multiple of 16), converted in registers, up to 8 vectors of D at a time.</summary>
+    /// <summary>acc[0..D) += Σ_j p[j]·V[j] over fp16 / bf16 V rows (D a multiple of 16), converted in registers by <typeparamref name="TRow"/>, up to 8 vectors of D at a time.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void AddWeightedHalfRows(float* p, int n, ushort** v, int d, float* acc)
+    private static void AddWeightedConvertedRows<TRow>(float* p, int n, void** v, int d, float* acc) where TRow : struct, IRowLoad
     {
         int x = 0;
         for (; x + 128 <= d; x += 128)
@@ -382,16 +389,16 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
             Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
             for (int j = 0; j < n; j++)
             {
-                ushort* r = v[j] + x;
+                void* r = v[j];
                 var b = Vector512.Create(p[j]);
-                c0 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r), b, c0);
-                c1 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r + 16), b, c1);
-                c2 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r + 32), b, c2);
-                c3 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r + 48), b, c3);
-                c4 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r + 64), b, c4);
-                c5 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r + 80), b, c5);
-                c6 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r + 96), b, c6);
-                c7 = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(r + 112), b, c7);
+                c0 = Vector512.FusedMultiplyAdd(TRow.Load16(r, x), b, c0);
+                c1 = Vector512.FusedMultiplyAdd(TRow.Load16(r, x + 16), b, c1);
+                c2 = Vector512.FusedMultiplyAdd(TRow.Load16(r, x + 32), b, c2);
+                c3 = Vector512.FusedMultiplyAdd(TRow.Load16(r, x + 48), b, c3);
+                c4 = Vector512.FusedMultiplyAdd(TRow.Load16(r, x + 64), b, c4);
+                c5 = Vector512.FusedMultiplyAdd(TRow.Load16(r, x + 80), b, c5);
+                c6 = Vector512.FusedMultiplyAdd(TRow.Load16(r, x + 96), b, c6);
+                c7 = Vector512.FusedMultiplyAdd(TRow.Load16(r, x + 112), b, c7);
             }
             float* o = acc + x;
             (Vector512.Load(o) + c0).Store(o);
@@ -406,7 +413,7 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
         for (; x < d; x += 16)
         {
             Vector512<float> c = default;
-            for (int j = 0; j < n; j++) c = Vector512.FusedMultiplyAdd(Elements.LoadHalf16(v[j] + x), Vector512.Create(p[j]), c);
+            for (int j = 0; j < n; j++) c = Vector512.FusedMultiplyAdd(TRow.Load16(v[j], x), Vector512.Create(p[j]), c);
             (Vector512.Load(acc + x) + c).Store(acc + x);
         }
     }
@@ -432,11 +439,11 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
     }
 
     /// <summary>
-    /// Online softmax per column over the block, then acc[c] += Σ_j p[c, j]·V[j], over the fp16 rows
-    /// <c>halfRows</c> instead of <c>v</c> when given (one column, D a multiple of 16).
+    /// Online softmax per column over the block, then acc[c] += Σ_j p[c, j]·V[j], over the fp16 / bf16 rows
+    /// <c>convertedRows</c> instead of <c>v</c> when given (one column, D a multiple of 16).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void Accumulate(float* scores, int n, float** v, int cols, int d, float* mRun, float* lRun, float* acc, ushort** halfRows)
+    private void Accumulate(float* scores, int n, float** v, int cols, int d, float* mRun, float* lRun, float* acc, void** convertedRows)
     {
         int w = TOps.Count, dv = d - d % w;
         float f = Factor;
@@ -471,9 +478,10 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
                 for (int x = dv; x < d; x++) o[x] *= alpha;
             }
         }
-        if (halfRows != null)
+        if (convertedRows != null)
         {
-            AddWeightedHalfRows(scores, n, halfRows, d, acc);
+            if (typeof(T) == typeof(Half)) AddWeightedConvertedRows<HalfRowLoad>(scores, n, convertedRows, d, acc);
+            else AddWeightedConvertedRows<BFloat16RowLoad>(scores, n, convertedRows, d, acc);
             return;
         }
         for (int c0 = 0; c0 < cols; c0 += 4)

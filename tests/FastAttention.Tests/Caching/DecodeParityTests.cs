@@ -62,11 +62,13 @@ public sealed class DecodeParityTests
         new("f32", [2049, 15], 2, 2, 256, 1, true, -1, -1, 64),
         new("f32", [300, 1000, 31], 2, 2, 80, 1, false, -1, -1, 8),
         new("f32", [300, 47], 2, 2, 40, 1, false, -1, -1, 8),
-        // The same with fp16 caches: rows converted in registers by the one-column kernels (D a multiple of 16).
+        // The same with fp16 / bf16 caches: rows converted in registers by the one-column kernels (D a multiple of 16).
         new("f16", [1500, 17, 16, 33], 4, 4, 128, 1, false, 100, -1, 16),
         new("f16", [2049, 15], 2, 2, 256, 1, true, -1, -1, 64),
         new("f16", [300, 1000, 31], 2, 2, 80, 1, false, -1, -1, 8),
         new("f16", [300, 47], 2, 2, 40, 1, false, -1, -1, 8),
+        new("bf16", [1500, 17, 16, 33], 4, 4, 128, 1, true, -1, -1, 16),
+        new("bf16", [300, 1000, 31], 2, 2, 80, 1, false, 64, -1, 8),
     ];
 
     private static IEnumerable<TestCaseData> Source() =>
