@@ -49,8 +49,12 @@ internal static class DecodeSweeps
         float[] evict = scale == RunScale.Smoke ? new float[1 << 16] : CachePool.Allocate<float>(EvictFloats);
         evict.AsSpan().Fill(1f / 1024);
         rows.AddRange(RunBandwidth<float>(scale, threads, policy, log, evict, "fp32", x => x));
-        // fp16 caches (full runs): half the bytes per token; the rows show whether decode keeps up with them.
-        if (scale == RunScale.Full) rows.AddRange(RunBandwidth<Half>(scale, threads, policy, log, evict, "fp16", x => (Half)x));
+        // fp16 and bf16 caches (full runs): half the bytes per token; the rows show whether decode keeps up with them.
+        if (scale == RunScale.Full)
+        {
+            rows.AddRange(RunBandwidth<Half>(scale, threads, policy, log, evict, "fp16", x => (Half)x));
+            rows.AddRange(RunBandwidth<BFloat16>(scale, threads, policy, log, evict, "bf16", x => (BFloat16)x));
+        }
         return rows;
     }
 

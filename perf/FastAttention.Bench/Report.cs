@@ -142,7 +142,7 @@ internal static class Report
 
     public static ReportTable DecodeTable(IReadOnlyList<DecodeRow> rows, PeakResult p)
     {
-        var t = new ReportTable($"Decode over KV caches (fp32, and fp16 where marked; B = {DecodeSweeps.Batch}, H = Hkv = {DecodeSweeps.Heads}, D = {DecodeSweeps.HeadDim}, one new token)")
+        var t = new ReportTable($"Decode over KV caches (fp32, and fp16 / bf16 where marked; B = {DecodeSweeps.Batch}, H = Hkv = {DecodeSweeps.Heads}, D = {DecodeSweeps.HeadDim}, one new token)")
             .Note("Each decode run is followed by a plain parallel read (sum) of the same K/V bytes in the cache's own pools, and both start cold " +
                   "(a 256 MiB unrelated read before each, untimed); \"% of read\" is the ratio of the two medians; " +
                   "\"% DRAM peak\" compares the decode with the measured DRAM read bandwidth above.")
