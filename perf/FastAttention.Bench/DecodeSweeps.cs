@@ -73,16 +73,15 @@ internal static class DecodeSweeps
             var output = new T[query.Length];
             var options = new AttentionOptions { MaxDegreeOfParallelism = threads };
             long bytes = 2L * Batch * context * Heads * HeadDim * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
-            string suffix = dtype == "fp32" ? "" : $", {dtype}";
 
             {
                 log($"decode contiguous {dtype}, context {context}");
                 var cache = new KvCache<T>(Batch, context, Heads, HeadDim);
                 for (int b = 0; b < Batch; b++) cache.Append(b, block, block);
-                rows.Add(Measure($"contiguous{suffix}", context, bytes, policy, threads, evict,
+                rows.Add(Measure("contiguous", dtype, context, bytes, policy, threads, evict,
                     () => CpuAttention.Decode<T>(new ReadOnlyTensorSpan<T>(query, [Batch, 1, Heads, HeadDim], default), cache,
                         new TensorSpan<T>(output, [Batch, 1, Heads, HeadDim], default), options),
-                    (c, chunks) => SumChunk(AsFloats<T>(cache.KeyStorage), AsFloats<T>(cache.ValueStorage), c, chunks)) with { Dtype = dtype });
+                    (c, chunks) => SumChunk(AsFloats<T>(cache.KeyStorage), AsFloats<T>(cache.ValueStorage), c, chunks)));
             }
             GC.Collect();
             {
@@ -94,10 +93,10 @@ internal static class DecodeSweeps
                     ids[b] = cache.CreateSequence();
                     cache.Append(ids[b], block, block);
                 }
-                rows.Add(Measure($"paged ({PageSize}){suffix}", context, bytes, policy, threads, evict,
+                rows.Add(Measure($"paged ({PageSize})", dtype, context, bytes, policy, threads, evict,
                     () => CpuAttention.Decode<T>(new ReadOnlyTensorSpan<T>(query, [Batch, 1, Heads, HeadDim], default), cache, ids,
                         new TensorSpan<T>(output, [Batch, 1, Heads, HeadDim], default), options),
-                    (c, chunks) => SumChunk(AsFloats<T>(cache.KeyStorage), AsFloats<T>(cache.ValueStorage), c, chunks)) with { Dtype = dtype });
+                    (c, chunks) => SumChunk(AsFloats<T>(cache.KeyStorage), AsFloats<T>(cache.ValueStorage), c, chunks)));
             }
             GC.Collect();
         }
@@ -123,10 +122,10 @@ internal static class DecodeSweeps
     /// <summary>
     /// Times <paramref name="decode"/> against a plain parallel read (sum) of the cache's own K/V pools,
     /// so both read the same pages (the pools are huge-page backed where the OS allows, a copy would not be),
-    /// each after a read of <paramref name="evict"/> that is not timed.
+    /// each after a read of <paramref name="evict"/> that is not timed. Rows of other types than fp32 name it after the cache.
     /// </summary>
-    private static DecodeRow Measure(string name, int context, long bytes, RunPolicy policy, int threads, float[] evict, Action decode,
-        Func<int, int, float> sumChunk)
+    private static DecodeRow Measure(string cache, string dtype, int context, long bytes, RunPolicy policy, int threads, float[] evict,
+        Action decode, Func<int, int, float> sumChunk)
     {
         const int chunks = 32;
         var sink = new float[2 * chunks];
@@ -155,7 +154,7 @@ internal static class DecodeSweeps
             readMs.Add(r);
             total += (d + r) / 1e3;
         }
-        return new DecodeRow(name, context, bytes, Runner.Summarise(decodeMs), Runner.Summarise(readMs));
+        return new DecodeRow(dtype == "fp32" ? cache : $"{cache}, {dtype}", context, bytes, Runner.Summarise(decodeMs), Runner.Summarise(readMs), dtype);
     }
 
     public static int[] Prefixes(RunScale scale) => scale switch

@@ -69,8 +69,8 @@ internal static unsafe class Elements
     /// dst[0..n) = (float)h[0..n) for IEEE half bit patterns, exactly as <c>(float)(Half)</c> (an exhaustive test checks
     /// every pattern). Vectorised: the magnitude bits shifted into a float and scaled by 2^112 give every finite value
     /// (subnormals included, exactly: a power-of-two scale); exponent 31 becomes 255 (infinity, NaN with its
-    /// payload); the sign is put back. Per call this is several times faster than
-    /// <c>TensorPrimitives.ConvertToSingle</c> on head-dim rows (measured on fp16 KV-cache decode).
+    /// payload); the sign is put back. It replaced a <c>TensorPrimitives.ConvertToSingle</c> call per head-dim row in
+    /// fp16 KV-cache decode (with the block-ahead prefetch of the same change: 13.8 to 16.3 GB/s at 4k, measured).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void HalfToSingle(ushort* h, int n, float* dst)
