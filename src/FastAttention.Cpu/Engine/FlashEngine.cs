@@ -48,11 +48,15 @@ internal static unsafe class FlashEngine
         int elements = checked(s.Batch * s.KeyLength * s.KvHeads * s.HeadDim);
         float[]? kBuffer = kInPlace ? null : ArrayPool<float>.Shared.Rent(elements);
         float[]? vBuffer = vInPlace ? null : ArrayPool<float>.Shared.Rent(elements);
+        KvPacker<T>? packer = null;
         try
         {
             fixed (T* qp = &Elements.First(q), kp = &Elements.First(k), vp = &Elements.First(v), op = &Elements.First(o))
             fixed (float* lp = &Elements.First(lse), pp = &Elements.First(probs), kb = kBuffer, vb = vBuffer)
             {
+                View<T> kFrom = View<T>.Of(kp, k.Strides), vFrom = View<T>.Of(vp, v.Strides);
+                View<float> kPacked = kInPlace ? default : Packed(kb, s), vPacked = vInPlace ? default : Packed(vb, s);
+                if (!(kInPlace && vInPlace)) packer = new KvPacker<T>(kFrom, kPacked, vFrom, vPacked, s);
                 var job = new FlashJob<T, TOps, TV>
                 {
                     Args = args,
@@ -60,14 +64,16 @@ internal static unsafe class FlashEngine
                     O = View<T>.Of(op, o.Strides),
                     Lse = wantLse ? View<float>.Of(lp, lse.Strides) : default,
                     Probs = wantProbs ? View<float>.Of(pp, probs.Strides) : default,
-                    K = kInPlace ? View<float>.Of((float*)kp, k.Strides) : Repack(View<T>.Of(kp, k.Strides), s, kb, args.Parallelism),
-                    V = vInPlace ? View<float>.Of((float*)vp, v.Strides) : Repack(View<T>.Of(vp, v.Strides), s, vb, args.Parallelism),
+                    K = kInPlace ? View<float>.Of((float*)kp, k.Strides) : kPacked,
+                    V = vInPlace ? View<float>.Of((float*)vp, v.Strides) : vPacked,
+                    Packer = packer,
                 };
                 job.Execute();
             }
         }
         finally
         {
+            packer?.Dispose();
             if (kBuffer is not null) ArrayPool<float>.Shared.Return(kBuffer);
             if (vBuffer is not null) ArrayPool<float>.Shared.Return(vBuffer);
         }
@@ -84,27 +90,14 @@ internal static unsafe class FlashEngine
         (strides[1] == s.HeadDim || (long)s.QueryLength * s.GroupSize <= tileColumns);
 
     /// <summary>
-    /// Copies K or V once per call into a pooled fp32 buffer <c>[B, Hkv, Sk, D]</c>, so the micro-kernel
-    /// streams contiguous rows of one head (in BSHD the rows of a head are H·D apart, which on 4 KiB
-    /// multiples thrashes L1 sets: measured 2.3x slower). Returned as a view indexed (b, j, kvh).
+    /// The pooled fp32 buffer <c>[B, Hkv, Sk, D]</c> that K or V is copied into by <see cref="KvPacker{T}"/>, so
+    /// the micro-kernel streams contiguous rows of one head (in BSHD the rows of a head are H·D apart, which
+    /// on 4 KiB multiples thrashes L1 sets: measured 2.3x slower). Returned as a view indexed (b, j, kvh).
     /// </summary>
-    private static View<float> Repack<T>(View<T> from, AttentionShape s, float* dst, int parallelism) where T : unmanaged
+    private static View<float> Packed(float* dst, AttentionShape s)
     {
-        int sk = s.KeyLength, d = s.HeadDim;
-        nint perHead = (nint)sk * d;
-        var to = new View<float>(dst, perHead * s.KvHeads, d, perHead, 1);
-        const int chunk = 256;
-        int chunks = (sk + chunk - 1) / chunk;
-        Parallel.For(0, s.Batch * s.KvHeads * chunks, new ParallelOptions { MaxDegreeOfParallelism = parallelism },
-            [MethodImpl(MethodImplOptions.AggressiveOptimization)] (item) =>
-        {
-            int c = item % chunks, h = item / chunks % s.KvHeads, b = item / chunks / s.KvHeads;
-            for (int j = c * chunk, end = Math.Min(sk, j + chunk); j < end; j++)
-            {
-                Elements.Read(from.At(b, j, h), from.S3, d, to.At(b, j, h));
-            }
-        });
-        return to;
+        nint perHead = (nint)s.KeyLength * s.HeadDim;
+        return new View<float>(dst, perHead * s.KvHeads, s.HeadDim, perHead, 1);
     }
 }
 
@@ -115,6 +108,8 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
     public FlashArgs Args;
     public View<T> Q, O;
     public View<float> K, V, Lse, Probs;
+    /// <summary>Copies K / V tiles into <see cref="K"/> / <see cref="V"/> on first use; null when both are read in place.</summary>
+    public KvPacker<T>? Packer;
     private long _next;
 
     /// <summary>See <see cref="LogitScale.Factor"/>.</summary>
@@ -260,6 +255,7 @@ internal sealed unsafe class FlashJob<T, TOps, TV>
                 for (; part.Next < part.TileCount && part.Tiles[part.Next].Start / FlashEngine.KeyTileSize == cell; part.Next++)
                 {
                     KeyTile kt = part.Tiles[part.Next];
+                    Packer?.Ensure(b, kvh, kt.Start, kt.End);
                     Scores(sc, b, kvh, kt, ref part);
                     OnlineSoftmax(sc.St, kt.End - kt.Start, Factor, part.Ot, d, part.MRun, part.LRun);
                     MicroKernel<TOps, TV>.Gemm(d, V.At(b, kt.Start, kvh), V.S3, V.S1, sc.St, m, part.Ot, m, kt.End - kt.Start, accumulate: true);

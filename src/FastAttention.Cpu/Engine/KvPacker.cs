@@ -1,0 +1,84 @@
+// Lazy K/V repacking for the CPU forward: rows are copied to head-contiguous fp32 the first time a work item needs them.
+using System.Buffers;
+using System.Runtime.CompilerServices;
+
+namespace FastAttention.Cpu.Engine;
+
+/// <summary>
+/// Copies K and V (each unless it is read in place) into <c>[B, Hkv, Sk, D]</c> fp32 buffers in units of
+/// <see cref="Unit"/> keys, the first time any work item needs a unit. The copy then runs inside the compute
+/// (the rows are still in cache when the micro-kernel reads them, and the other thread keeps computing)
+/// instead of as a pass of its own before it, and keys that no work item visits (block-sparse layouts,
+/// windows) are never copied. Thread-safe: one thread copies a unit, others needing it wait for it.
+/// </summary>
+internal sealed unsafe class KvPacker<T> : IDisposable where T : unmanaged
+{
+    /// <summary>Keys per unit; divides <see cref="FlashEngine.KeyTileSize"/>.</summary>
+    public const int Unit = 64;
+
+    private const int NotCopied = 0, Copying = 1, Ready = 2;
+
+    private readonly View<T> _kFrom, _vFrom;
+    private readonly View<float> _kTo, _vTo;
+    private readonly bool _copyK, _copyV;
+    private readonly int _kvHeads, _keyLength, _headDim, _units;
+    private readonly int[] _state;   // [B, Hkv, units]: NotCopied, Copying or Ready
+
+    /// <param name="kFrom">K view indexed (b, key, kvh); copied when <paramref name="kTo"/> has a base.</param>
+    /// <param name="kTo">Packed K <c>[B, Hkv, Sk, D]</c> indexed (b, key, kvh), or default to read K in place.</param>
+    /// <param name="vFrom">V view, as <paramref name="kFrom"/>.</param>
+    /// <param name="vTo">Packed V, as <paramref name="kTo"/>.</param>
+    /// <param name="shape">The call's shape.</param>
+    public KvPacker(View<T> kFrom, View<float> kTo, View<T> vFrom, View<float> vTo, AttentionShape shape)
+    {
+        (_kFrom, _kTo, _vFrom, _vTo) = (kFrom, kTo, vFrom, vTo);
+        _copyK = kTo.Base != null;
+        _copyV = vTo.Base != null;
+        (_kvHeads, _keyLength, _headDim) = (shape.KvHeads, shape.KeyLength, shape.HeadDim);
+        _units = (shape.KeyLength + Unit - 1) / Unit;
+        int count = checked(shape.Batch * shape.KvHeads * _units);
+        _state = ArrayPool<int>.Shared.Rent(count);
+        Array.Clear(_state, 0, count);
+    }
+
+    /// <summary>Makes keys <c>[j0, j1)</c> of (b, kvh) readable in the packed buffers (copying the units not yet copied).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void Ensure(int b, int kvh, int j0, int j1)
+    {
+        int first = (b * _kvHeads + kvh) * _units;
+        for (int u = j0 / Unit, last = (j1 - 1) / Unit; u <= last; u++)
+        {
+            ref int state = ref _state[first + u];
+            if (Volatile.Read(ref state) == Ready) continue;
+            if (Interlocked.CompareExchange(ref state, Copying, NotCopied) == NotCopied)
+            {
+                Copy(b, kvh, u);
+                Volatile.Write(ref state, Ready);
+                continue;
+            }
+            var spin = new SpinWait();
+            while (Volatile.Read(ref state) != Ready) spin.SpinOnce(sleep1Threshold: -1);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void Copy(int b, int kvh, int unit)
+    {
+        int d = _headDim, start = unit * Unit, end = Math.Min(_keyLength, start + Unit);
+        // All of the unit's source rows in flight at once (in BSHD they are H·D apart: demand loads row by row
+        // would expose the memory latency per row).
+        bool prefetchK = _copyK && _kFrom.S3 == 1, prefetchV = _copyV && _vFrom.S3 == 1;
+        for (int j = start; j < end; j++)
+        {
+            if (prefetchK) Elements.Prefetch(_kFrom.At(b, j, kvh), d * sizeof(T));
+            if (prefetchV) Elements.Prefetch(_vFrom.At(b, j, kvh), d * sizeof(T));
+        }
+        for (int j = start; j < end; j++)
+        {
+            if (_copyK) Elements.Read(_kFrom.At(b, j, kvh), _kFrom.S3, d, _kTo.At(b, j, kvh));
+            if (_copyV) Elements.Read(_vFrom.At(b, j, kvh), _vFrom.S3, d, _vTo.At(b, j, kvh));
+        }
+    }
+
+    public void Dispose() => ArrayPool<int>.Shared.Return(_state);
+}
