@@ -46,8 +46,8 @@ internal static unsafe class FlashEngine
         int m = 2 * TOps.Count;
         bool kInPlace = ReadInPlace<T>(k.Strides, s, m), vInPlace = ReadInPlace<T>(v.Strides, s, m);
         int elements = checked(s.Batch * s.KeyLength * s.KvHeads * s.HeadDim);
-        float[]? kBuffer = kInPlace ? null : ArrayPool<float>.Shared.Rent(elements);
-        float[]? vBuffer = vInPlace ? null : ArrayPool<float>.Shared.Rent(elements);
+        float[]? kBuffer = kInPlace ? null : ArrayPool<float>.Shared.Rent(elements + 16);
+        float[]? vBuffer = vInPlace ? null : ArrayPool<float>.Shared.Rent(elements + 16);
         KvPacker<T>? packer = null;
         try
         {
@@ -96,6 +96,7 @@ internal static unsafe class FlashEngine
     /// </summary>
     private static View<float> Packed(float* dst, AttentionShape s)
     {
+        dst = (float*)(((nint)dst + 63) & ~(nint)63);   // cache-line aligned rows for the non-temporal stores (16 floats rented extra)
         nint perHead = (nint)s.KeyLength * s.HeadDim;
         return new View<float>(dst, perHead * s.KvHeads, s.HeadDim, perHead, 1);
     }
