@@ -56,7 +56,7 @@ internal static unsafe class FlashEngine
             {
                 View<T> kFrom = View<T>.Of(kp, k.Strides), vFrom = View<T>.Of(vp, v.Strides);
                 View<float> kPacked = kInPlace ? default : Packed(kb, s), vPacked = vInPlace ? default : Packed(vb, s);
-                if (!(kInPlace && vInPlace)) packer = new KvPacker<T>(kFrom, kPacked, vFrom, vPacked, s);
+                if (!(kInPlace && vInPlace)) packer = new KvPacker<T>(kFrom, kPacked, vFrom, vPacked, s, TOps.Count);
                 var job = new FlashJob<T, TOps, TV>
                 {
                     Args = args,

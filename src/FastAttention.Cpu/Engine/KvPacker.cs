@@ -13,7 +13,7 @@ namespace FastAttention.Cpu.Engine;
 /// instead of as a pass of its own before it, and keys that no work item visits (block-sparse layouts,
 /// windows) are never copied. Thread-safe: one thread copies a unit, others needing it wait for it.
 /// <para>
-/// fp32 K and V with several KV heads (AVX-512, D a multiple of 16) copy a unit for all KV heads at once, in the
+/// fp32 K and V with several KV heads (256- or 512-bit kernels, D a multiple of 16) copy a unit for all KV heads at once, in the
 /// source's memory order, with the heads not needed now written around the caches (<see cref="CopyAllHeads"/>).
 /// </para>
 /// </summary>
@@ -29,22 +29,26 @@ internal sealed unsafe class KvPacker<T> : IDisposable where T : unmanaged
     private readonly bool _copyK, _copyV;
     private readonly int _kvHeads, _keyLength, _headDim, _units;
     private readonly int[] _state;         // [B, Hkv, units]: NotCopied, Copying or Ready
-    private readonly bool _streamOthers;   // fp32 BSHD-like rows, aligned packed rows, AVX-512: see CopyAllHeads
+    private readonly bool _streamOthers;   // fp32 BSHD-like rows, aligned packed rows, AVX: see CopyAllHeads
+    private readonly bool _stream512;      // 512-bit non-temporal stores (else 256-bit)
 
     /// <param name="kFrom">K view indexed (b, key, kvh); copied when <paramref name="kTo"/> has a base.</param>
     /// <param name="kTo">Packed K <c>[B, Hkv, Sk, D]</c> indexed (b, key, kvh), or default to read K in place.</param>
     /// <param name="vFrom">V view, as <paramref name="kFrom"/>.</param>
     /// <param name="vTo">Packed V, as <paramref name="kTo"/>.</param>
     /// <param name="shape">The call's shape.</param>
-    public KvPacker(View<T> kFrom, View<float> kTo, View<T> vFrom, View<float> vTo, AttentionShape shape)
+    /// <param name="vectorFloats">Floats per vector of the call's kernels (16, 8 or 4): the width of the non-temporal stores, none for 4.</param>
+    public KvPacker(View<T> kFrom, View<float> kTo, View<T> vFrom, View<float> vTo, AttentionShape shape, int vectorFloats)
     {
         (_kFrom, _kTo, _vFrom, _vTo) = (kFrom, kTo, vFrom, vTo);
         _copyK = kTo.Base != null;
         _copyV = vTo.Base != null;
         (_kvHeads, _keyLength, _headDim) = (shape.KvHeads, shape.KeyLength, shape.HeadDim);
         _units = (shape.KeyLength + Unit - 1) / Unit;
-        _streamOthers = typeof(T) == typeof(float) && _copyK && _copyV && shape.KvHeads > 1 && shape.HeadDim % 16 == 0 && Avx512F.IsSupported
+        _streamOthers = typeof(T) == typeof(float) && _copyK && _copyV && shape.KvHeads > 1 && shape.HeadDim % 16 == 0
+            && (vectorFloats == 16 ? Avx512F.IsSupported : vectorFloats == 8 && Avx.IsSupported)
             && kFrom.S3 == 1 && vFrom.S3 == 1 && ((nint)kTo.Base & 63) == 0 && ((nint)vTo.Base & 63) == 0;
+        _stream512 = vectorFloats == 16;
         int count = checked(shape.Batch * shape.KvHeads * _units);
         _state = ArrayPool<int>.Shared.Rent(count);
         Array.Clear(_state, 0, count);
@@ -116,18 +120,23 @@ internal sealed unsafe class KvPacker<T> : IDisposable where T : unmanaged
                 float* ks = (float*)_kFrom.At(b, j, h), vs = (float*)_vFrom.At(b, j, h), kd = _kTo.At(b, j, h), vd = _vTo.At(b, j, h);
                 if (h == kvh)
                 {
-                    for (int x = 0; x < d; x += 16)
-                    {
-                        Vector512.Load(ks + x).Store(kd + x);
-                        Vector512.Load(vs + x).Store(vd + x);
-                    }
+                    Buffer.MemoryCopy(ks, kd, d * sizeof(float), d * sizeof(float));
+                    Buffer.MemoryCopy(vs, vd, d * sizeof(float), d * sizeof(float));
                 }
-                else
+                else if (_stream512)
                 {
                     for (int x = 0; x < d; x += 16)
                     {
                         Avx512F.StoreAlignedNonTemporal(kd + x, Vector512.Load(ks + x));
                         Avx512F.StoreAlignedNonTemporal(vd + x, Vector512.Load(vs + x));
+                    }
+                }
+                else
+                {
+                    for (int x = 0; x < d; x += 8)
+                    {
+                        Avx.StoreAlignedNonTemporal(kd + x, Vector256.Load(ks + x));
+                        Avx.StoreAlignedNonTemporal(vd + x, Vector256.Load(vs + x));
                     }
                 }
             }
