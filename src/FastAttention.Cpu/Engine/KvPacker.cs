@@ -13,8 +13,9 @@ namespace FastAttention.Cpu.Engine;
 /// instead of as a pass of its own before it, and keys that no work item visits (block-sparse layouts,
 /// windows) are never copied. Thread-safe: one thread copies a unit, others needing it wait for it.
 /// <para>
-/// fp32 K and V with several KV heads (256- or 512-bit kernels, D a multiple of 16) copy a unit for all KV heads at once, in the
-/// source's memory order, with the heads not needed now written around the caches (<see cref="CopyAllHeads"/>).
+/// fp32 K and V with several KV heads (256- or 512-bit kernels, D a multiple of 16) copy a unit for all KV
+/// heads at once, in the source's memory order, with the heads not needed now written around the caches
+/// (<see cref="CopyAllHeads"/>).
 /// </para>
 /// </summary>
 internal sealed unsafe class KvPacker<T> : IDisposable where T : unmanaged
@@ -99,7 +100,7 @@ internal sealed unsafe class KvPacker<T> : IDisposable where T : unmanaged
     /// not yet copied, reading the source in memory order (in BSHD all heads of a token are adjacent: one thread
     /// copied S=4096, H=8, D=64 in 1.2–1.4 ms this way against 2.5 ms head by head). The other heads' rows go out
     /// with non-temporal stores, so they neither evict the current work nor cost a read for ownership (with plain
-    /// stores this order made 10%-dense calls 5–7% slower; with them, 4–10% faster). The store fence orders those
+    /// stores this order made 10%-dense calls 5–7% slower; with them, 3–10% faster). The store fence orders those
     /// stores before the units are published as ready.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
