@@ -10,8 +10,9 @@ namespace FastAttention.Cpu.Engine;
 /// Copies K and V (each unless it is read in place) into <c>[B, Hkv, Sk, D]</c> fp32 buffers in units of
 /// <see cref="Unit"/> keys, the first time any work item needs a unit. The copy then runs inside the compute
 /// (the rows are still in cache when the micro-kernel reads them, and the other thread keeps computing)
-/// instead of as a pass of its own before it, and keys that no work item visits (block-sparse layouts,
-/// windows) are never copied. Thread-safe: one thread copies a unit, others needing it wait for it.
+/// instead of as a pass of its own before it, and units that no work item of any head visits (block-sparse
+/// layouts, windows) are never copied. Thread-safe: one thread copies a unit, others needing it wait for it
+/// (the copies only move validated, in-range rows and cannot throw, so a claimed unit is always published).
 /// <para>
 /// fp32 K and V with several KV heads (256- or 512-bit kernels, D a multiple of 16) copy a unit for all KV
 /// heads at once, in the source's memory order, with the heads not needed now written around the caches
