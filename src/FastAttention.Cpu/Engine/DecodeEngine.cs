@@ -440,10 +440,10 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
 
     /// <summary>
     /// Online softmax per column over the block, then acc[c] += Σ_j p[c, j]·V[j], over the fp16 / bf16 rows
-    /// <c>convertedRows</c> instead of <c>v</c> when given (one column, D a multiple of 16).
+    /// <paramref name="halfRows"/> (converted in registers) instead of <paramref name="v"/> when given (one column, D a multiple of 16).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void Accumulate(float* scores, int n, float** v, int cols, int d, float* mRun, float* lRun, float* acc, void** convertedRows)
+    private void Accumulate(float* scores, int n, float** v, int cols, int d, float* mRun, float* lRun, float* acc, void** halfRows)
     {
         int w = TOps.Count, dv = d - d % w;
         float f = Factor;
@@ -478,10 +478,10 @@ internal sealed unsafe class DecodeJob<T, TOps, TV>(
                 for (int x = dv; x < d; x++) o[x] *= alpha;
             }
         }
-        if (convertedRows != null)
+        if (halfRows != null)
         {
-            if (typeof(T) == typeof(Half)) AddWeightedConvertedRows<HalfRowLoad>(scores, n, convertedRows, d, acc);
-            else AddWeightedConvertedRows<BFloat16RowLoad>(scores, n, convertedRows, d, acc);
+            if (typeof(T) == typeof(Half)) AddWeightedConvertedRows<HalfRowLoad>(scores, n, halfRows, d, acc);
+            else AddWeightedConvertedRows<BFloat16RowLoad>(scores, n, halfRows, d, acc);
             return;
         }
         for (int c0 = 0; c0 < cols; c0 += 4)
